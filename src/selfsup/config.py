@@ -1,0 +1,273 @@
+"""The typed run configuration: dataclasses, loaded from YAML, overridden by ``key=value``.
+
+Every run writes its fully resolved configuration to ``config.yaml``; values left to be
+chosen (``null`` in a section below, e.g. the learning rate) are filled from the method's
+recipe by :func:`resolve` before training and written out, so nothing is chosen silently.
+Unknown keys and bad values raise :class:`ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that is not allowed; the message says what is."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "auto"
+    """'fashion-mnist', 'digits', or a folder of images; 'auto' = fashion-mnist if installed, else digits."""
+    channels: int | None = None
+    """Image channels (1 or 3); null keeps the source's own (folders: 3)."""
+    size: int | None = None
+    """Side of the stored square images; null keeps the source's own (folders: 32)."""
+    workers: int = 2
+    """DataLoader worker processes decoding image folders."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "convnet-small"
+    """A registered backbone: see `selfsup.backbones.BACKBONES`."""
+    width: int | None = None
+    """Channels of the first stage; null keeps the architecture's default."""
+
+
+@dataclass
+class AugmentConfig:
+    recipe: str | None = None
+    """A recipe in `selfsup.augment.views.RECIPES`; null = the method's default."""
+    global_size: int | None = None
+    """Side of the global crops; null = the stored image size."""
+    global_scale: tuple[float, float] | None = None
+    """Area fraction range of the global crops; null = the recipe's."""
+    local_crops: int | None = None
+    """Number of small local crops (multi-crop); null = the recipe's."""
+    mean: tuple[float, ...] | None = None
+    """Per-channel mean of [0, 1] pixels used to normalise; null = measured on the data."""
+    std: tuple[float, ...] | None = None
+    """Per-channel std of [0, 1] pixels used to normalise; null = measured on the data."""
+
+
+OPTIMIZERS = ("sgd", "lars", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = None
+    """Passes over the data; null = the method's default (or as many as the budget allows)."""
+    budget: str | None = None
+    """Wall-clock limit such as '15m', '90s', '2h'; training stops when it is spent."""
+    batch_size: int = 256
+    optimizer: str | None = None
+    """One of sgd, lars, adamw; null = the method's recipe."""
+    lr: float | None = None
+    """Base learning rate for batch 256 (scaled linearly with the batch); null = the recipe's."""
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    clip_grad: float | None = None
+    """Clip the global gradient norm to this value; null = no clipping."""
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    """fp32, or bf16 autocast (CUDA only); auto = bf16 on CUDA, fp32 on CPU."""
+    log_every: int = 20
+    """Steps between metric records (loss, lr, collapse of the batch embeddings)."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (one is also written at each epoch end and at the end)."""
+    knn_every: int = 0
+    """Epochs between online kNN evaluations on the held-out split; 0 = never."""
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    fewshot_seeds: int = 5
+    energy_pairs: int = 2000
+    """Held-out images used for the energy AUC and collapse diagnostics."""
+    baselines: bool = True
+    """Also evaluate raw pixels and the same backbone at random init."""
+
+
+@dataclass
+class Config:
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "simclr"})
+    """`name` and the method's own hyper-parameters (its constructor arguments)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str | None = None
+    """Run directory; null = runs/<method>-<data>-<time>."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+
+_BUDGET_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_budget(text: str | None) -> float | None:
+    """'15m' -> 900.0 seconds; '90s', '2h', '1.5h', bare seconds '600' also accepted."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"train.budget: {text!r} is not a duration; use e.g. '15m', '90s', '2h'")
+    return float(match.group(1)) * _BUDGET_UNITS[match.group(2) or "s"]
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Build a Config from nested dicts (as read from YAML), checking every key and type."""
+    return _build(Config, values, prefix="")
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(values).__name__}")
+    return from_dict(values)
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+    values = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        parts = key.strip().split(".")
+        target = values
+        for depth, part in enumerate(parts[:-1]):
+            if part not in target or not isinstance(target[part], dict):
+                raise ConfigError(f"unknown config key {'.'.join(parts[: depth + 1])!r}; sections: {', '.join(_sections())}")
+            target = target[part]
+        leaf = parts[-1]
+        if len(parts) == 1 and leaf in _sections():
+            raise ConfigError(f"{leaf!r} is a section; set one of its keys, e.g. {leaf}.<key>=value")
+        if len(parts) == 1 and leaf not in values:
+            raise ConfigError(f"unknown config key {leaf!r}; top-level keys: {', '.join(values)}")
+        target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return from_dict(values)
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config) if f.name != "out"]
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; allowed in {prefix.rstrip('.') or 'config'}: {', '.join(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _convert(hints[name], value, prefix + name)
+    config = cls(**kwargs)
+    _check_choices(config, prefix)
+    return config
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{key} must not be null")
+        hint = next(option for option in options if option is not type(None))
+        origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin is tuple:
+        items = typing.get_args(hint)
+        if len(items) == 2 and items[1] is Ellipsis:
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ConfigError(f"{key} must be a non-empty list, got {value!r}")
+            items = (items[0],) * len(value)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{key} must be a list of {len(items)} numbers, got {value!r}")
+        return tuple(_convert(item, element, key) for item, element in zip(items, value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:  # YAML 1.1 reads 1e-4 (no dot, no sign) as a string
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _check_choices(config: Any, prefix: str) -> None:
+    choices = {
+        "optimizer": OPTIMIZERS,
+        "device": DEVICES,
+        "precision": PRECISIONS,
+    }
+    for name, allowed in choices.items():
+        value = getattr(config, name, None)
+        if isinstance(config, TrainConfig) and value is not None and value not in allowed:
+            raise ConfigError(f"{prefix}{name}: {value!r} is not one of {', '.join(allowed)}")
+    if isinstance(config, TrainConfig):
+        parse_budget(config.budget)
+        for name in ("batch_size", "log_every", "checkpoint_every"):
+            if getattr(config, name) < 1:
+                raise ConfigError(f"{prefix}{name} must be at least 1, got {getattr(config, name)}")
+        if config.epochs is not None and config.epochs < 1:
+            raise ConfigError(f"{prefix}epochs must be at least 1, got {config.epochs}")
+    if isinstance(config, Config) and "name" not in config.method:
+        raise ConfigError("method.name is required")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists so that YAML stays plain (safe_load can read it back)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

@@ -1,0 +1,115 @@
+"""Rank helpers and a gradient-preserving all-gather.
+
+This is the only module that touches ``torch.distributed``; everything else calls these
+helpers, which fall back to the single-process behaviour when no process group is
+initialised, so every loss and the trainer run unchanged on one CPU.
+
+Why a custom all-gather: ``torch.distributed.all_gather`` returns tensors detached from
+the graph, so a loss computed on the gathered batch would send no gradient to the other
+ranks' embeddings. :func:`gather_with_grad` returns the concatenated global batch and,
+in backward, sums the incoming gradients over ranks (an all-reduce) and hands each rank
+the slice that belongs to its own inputs. With the loss averaged over the global batch,
+the gradients then equal those of one process holding the whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def init_from_environment(device: torch.device) -> bool:
+    """Initialise the default process group when launched by ``torchrun``.
+
+    Returns True when running distributed. Uses NCCL on CUDA and gloo on CPU.
+    """
+    if is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return True
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.batch_size = tensor.shape[0]
+        gathered = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(gathered, tensor.contiguous())
+        return torch.cat(gathered, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        grad = grad_output.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = rank() * ctx.batch_size
+        return grad[start : start + ctx.batch_size]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` [b, ...] from every rank into [world_size * b, ...].
+
+    Gradients flow back to every rank's inputs (summed over ranks). Identity on one
+    process. All ranks must pass the same batch size.
+    """
+    if world_size() == 1:
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
+@torch.no_grad()
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather without gradient (for evaluation features, queues, statistics)."""
+    if world_size() == 1:
+        return tensor
+    gathered = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(gathered, tensor.contiguous())
+    return torch.cat(gathered, dim=0)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of ``tensor`` over ranks (in place on a copy); identity on one process."""
+    if world_size() == 1:
+        return tensor
+    reduced = tensor.detach().clone()
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced / world_size()
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """Average parameter gradients over ranks after backward (what DDP does, unbucketed).
+
+    With each rank's loss averaged over its share of the batch, the averaged gradients equal
+    those of one process computing the mean loss over the global batch.
+    """
+    if world_size() == 1:
+        return
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+            parameter.grad /= world_size()

@@ -1,0 +1,55 @@
+"""SimCLR: A Simple Framework for Contrastive Learning of Visual Representations."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.heads import ProjectionHead
+from selfsup.losses import info_nce
+from selfsup.methods.base import Method, StepOutput
+
+
+class SimCLR(Method):
+    """SimCLR (Chen, Kornblith, Norouzi, Hinton, ICML 2020).
+
+    Two augmented views of each image go through a shared backbone f and a projection MLP
+    g; the NT-Xent loss (eq. 1) pulls the two views of an image together and pushes the
+    other 2N - 2 views of the batch away. Paper defaults: 2-layer MLP projector with BN on
+    the hidden layer and a 128-d output, temperature 0.1 at large batch (0.5 at batch 256
+    and below, Table 5 / appendix B.9), LARS, lr 0.3 x batch/256, weight decay 1e-6.
+    Evaluation uses the backbone features (before the projector, sec. 4.2).
+
+    The training recipe for small images follows solo-learn's CIFAR configuration of
+    SimCLR (LARS, lr 0.4 x batch/256, weight decay 1e-5, temperature 0.2, 2048-256 projector).
+
+    Energy: F(x, y) = 1 - cos(g(f(x)), g(f(y))), the quantity NT-Xent contrasts.
+    """
+
+    name = "simclr"
+    summary = "contrastive: NT-Xent over two views, in-batch negatives (Chen et al. 2020)"
+    train_recipe = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-5, "epochs": 100}
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_dim: int,
+        projection_dim: int = 256,
+        hidden_dim: int = 2048,
+        temperature: float = 0.2,
+    ):
+        super().__init__(backbone)
+        self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
+        self.temperature = temperature
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(images))
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+        view_a, view_b = views[0], views[1]
+        # One backbone call on both views: one pass of larger matrices is faster, and BN
+        # statistics are shared, as in the reference implementation.
+        z = self.project(torch.cat([view_a, view_b]))
+        z_a, z_b = z.chunk(2)
+        loss = info_nce(z_a, z_b, self.temperature)
+        return StepOutput(loss, embeddings=z_a.detach())

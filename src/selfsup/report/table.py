@@ -1,0 +1,74 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+ACCURACY_COLUMNS = (
+    ("kNN k=20", "knn_top1"),
+    ("kNN k=200", "knn200_top1"),
+    ("linear", "linear_top1"),
+    ("1-shot", ("fewshot", "1")),
+    ("10-shot", ("fewshot", "10")),
+    ("100-shot", ("fewshot", "100")),
+)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned first column, right-aligned others, a rule under the header."""
+    cells = [list(map(str, header))] + [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(value.ljust(widths[0]) if i == 0 else value.rjust(widths[i]) for i, value in enumerate(row))
+
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(row) for row in cells[1:]])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def _lookup(metrics: dict, key) -> Any:
+    if isinstance(key, tuple):
+        return (metrics.get(key[0]) or {}).get(key[1])
+    return metrics.get(key)
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The table printed after ``selfsup pretrain`` / ``evaluate``: the run beside its baselines."""
+    lines = [
+        f"method {summary.get('method')} | data {summary.get('data')} | backbone {summary.get('backbone')} | "
+        f"{summary.get('steps')} steps in {summary.get('seconds', 0):.0f} s ({summary.get('images_per_second', 0):,.0f} images/s)"
+    ]
+    rows = []
+    candidates = [(summary.get("method", "this run"), summary)]
+    candidates += [(name.replace("_", " "), metrics) for name, metrics in (summary.get("baselines") or {}).items()]
+    for name, metrics in candidates:
+        if "knn_top1" in metrics:
+            rows.append([name] + [_percent(_lookup(metrics, key)) for _, key in ACCURACY_COLUMNS])
+    if rows:
+        lines += ["", format_table(["features"] + [label for label, _ in ACCURACY_COLUMNS], rows)]
+    collapse = summary.get("collapse")
+    if "energy_auc" in summary:
+        lines += ["", f"energy AUC (two views of one image vs of two images): {summary['energy_auc']:.3f}"]
+    if collapse:
+        verdict = "COLLAPSED: " + "; ".join(collapse.get("reasons", [])) if collapse.get("collapsed") else "no collapse"
+        lines.append(
+            f"collapse: std*sqrt(d) {collapse['std_sqrt_d']:.3f}, effective rank {collapse['effective_rank']:.1f}, "
+            f"alignment {_fmt(collapse.get('alignment'))}, uniformity {_fmt(collapse.get('uniformity'))} -> {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,286 @@
+"""Run directories and the pipelines behind the commands: pretrain, evaluate, embed.
+
+A run directory holds ``config.yaml`` (the fully resolved configuration), ``metrics.jsonl``,
+``tensorboard/``, ``checkpoints/``, ``summary.json`` and, when files of a folder could not
+be read, ``skipped_files.txt``. Everything needed to rebuild the model is in
+``config.yaml``; everything learned is in the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from selfsup import config as config_module
+from selfsup.augment.views import RECIPES, ViewMaker
+from selfsup.backbones import build_backbone
+from selfsup.config import Config, ConfigError
+from selfsup.data import DataError, ImageSet, default_source, describe_skipped, iter_folder_batches, load_splits
+from selfsup.evaluate.pipeline import encode, evaluate_method
+from selfsup.methods import Method, build_method, method_class, resolve_method_options
+from selfsup.train import checkpoint
+from selfsup.train.trainer import Trainer, resolve_device
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+SKIPPED_FILE = "skipped_files.txt"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------- building
+def resolve_source(config: Config) -> str:
+    """The data source to use; 'auto' falls back to digits, with a message, without Fashion-MNIST."""
+    if config.data.source != "auto":
+        return config.data.source
+    source = default_source()
+    if source != "fashion-mnist":
+        say("Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist); using the bundled 8x8 digits")
+    return source
+
+
+def load_data(config: Config) -> tuple[ImageSet, ImageSet, ImageSet]:
+    return load_splits(config.data.source, config.data.channels, config.data.size, config.data.workers)
+
+
+def resolve(config: Config, pretrain_set: ImageSet) -> Config:
+    """Fill every value left open (null) from the data and the method's recipes.
+
+    The result is what ``config.yaml`` records, so a run can be rebuilt exactly.
+    """
+    method_options = resolve_method_options(config.method)
+    cls = method_class(method_options["name"])
+    recipe_name = config.augment.recipe or cls.default_recipe
+    if recipe_name not in RECIPES:
+        raise ConfigError(f"augment.recipe: unknown recipe {recipe_name!r}; available: {', '.join(RECIPES)}")
+    recipe = RECIPES[recipe_name]
+    images = pretrain_set.images
+    mean, std = config.augment.mean, config.augment.std
+    if mean is None or std is None:
+        measured_mean, measured_std = _channel_statistics(images)
+        mean = mean or measured_mean
+        std = std or measured_std
+    augment = dataclasses.replace(
+        config.augment,
+        recipe=recipe_name,
+        global_size=config.augment.global_size or images.shape[-1],
+        global_scale=config.augment.global_scale or recipe.global_scale,
+        local_crops=recipe.local_crops if config.augment.local_crops is None else config.augment.local_crops,
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+    for name, value in (("mean", augment.mean), ("std", augment.std)):
+        if len(value) != pretrain_set.channels:
+            raise ConfigError(f"augment.{name} has {len(value)} values but the images have {pretrain_set.channels} channels")
+    train_recipe = cls.train_recipe
+    train = config.train
+    train = dataclasses.replace(
+        train,
+        optimizer=train.optimizer or train_recipe["optimizer"],
+        lr=train_recipe["lr"] if train.lr is None else train.lr,
+        weight_decay=train_recipe["weight_decay"] if train.weight_decay is None else train.weight_decay,
+        epochs=train.epochs if (train.epochs or train.budget) else train_recipe["epochs"],
+    )
+    data = dataclasses.replace(config.data, channels=pretrain_set.channels, size=pretrain_set.height)
+    return dataclasses.replace(config, method=method_options, augment=augment, train=train, data=data)
+
+
+def _channel_statistics(images: torch.Tensor, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    sample = images[:max_images].float() / 255
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def build_view_maker(config: Config) -> ViewMaker:
+    augment = config.augment
+    recipe = dataclasses.replace(
+        RECIPES[augment.recipe], global_size=augment.global_size, global_scale=augment.global_scale, local_crops=augment.local_crops
+    )
+    return ViewMaker(recipe, augment.mean, augment.std)
+
+
+def build_model(config: Config) -> Method:
+    """The method with its backbone at the initialisation given by ``train.seed``."""
+    torch.manual_seed(config.train.seed)
+    backbone, dim = build_backbone(config.backbone.name, config.data.channels, config.backbone.width)
+    return build_method(config.method, backbone, dim)
+
+
+def default_run_dir(config: Config) -> Path:
+    data = Path(config.data.source).name if config.data.source not in ("fashion-mnist", "digits") else config.data.source
+    return Path("runs") / f"{config.method['name']}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ---------------------------------------------------------------------------- pipelines
+def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
+    """Train (or resume) a run, evaluate it, write ``summary.json`` and return the summary."""
+    if resume_dir is not None:
+        config_path = resume_dir / CONFIG_FILE
+        if not config_path.is_file():
+            raise ConfigError(f"cannot resume {resume_dir}: it has no {CONFIG_FILE} (is it a run directory?)")
+        config = config_module.load(config_path)
+        run_dir = resume_dir
+    else:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=resolve_source(config)))
+        run_dir = Path(config.out) if config.out else default_run_dir(config)
+        if checkpoint.latest_checkpoint(run_dir / "checkpoints") is not None:
+            raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
+    pretrain_set, eval_train, eval_test = load_data(config)
+    if resume_dir is None:
+        config = resolve(config, pretrain_set)
+        config = dataclasses.replace(config, out=str(run_dir))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / CONFIG_FILE, config.to_yaml())
+    if pretrain_set.skipped:
+        write_atomic(run_dir / SKIPPED_FILE, describe_skipped(pretrain_set.skipped))
+        say(f"skipped {len(pretrain_set.skipped)} unreadable file(s), listed in {run_dir / SKIPPED_FILE}")
+    say(f"run directory: {run_dir}")
+    say(f"data: {pretrain_set.name}, {len(pretrain_set)} images {tuple(pretrain_set.images.shape[1:])}")
+
+    method = build_model(config)
+    view_maker = build_view_maker(config)
+    trainer = Trainer(method, view_maker, pretrain_set, config, run_dir, held_out=(eval_train, eval_test) if eval_test.has_labels else None)
+    result = trainer.fit(resume=resume_dir is not None)
+    summary = {
+        "method": config.method["name"],
+        "data": config.data.source,
+        "backbone": config.backbone.name,
+        "steps": result.steps,
+        "epochs": round(result.epochs, 3),
+        "seconds": round(result.seconds, 2),
+        "images_per_second": round(result.images_per_second, 1),
+        "stopped_by": result.stopped_by,
+        "collapse_alarm_step": result.collapse_alarm_step,
+        "skipped_files": len(pretrain_set.skipped),
+    }
+    if config.eval.enabled:
+        summary.update(evaluate_trained(method, view_maker, config, eval_train, eval_test, trainer.device))
+    write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate_trained(method: Method, view_maker: ViewMaker, config: Config, eval_train: ImageSet, eval_test: ImageSet, device) -> dict:
+    say("evaluating: kNN, linear probe, few-shot, energy AUC, collapse, baselines")
+    started = time.perf_counter()
+    result = evaluate_method(
+        method, view_maker, eval_train, eval_test, device,
+        fewshot_seeds=config.eval.fewshot_seeds,
+        energy_images=config.eval.energy_pairs,
+        random_init=build_model(config) if config.eval.baselines else None,
+        raw_pixels=config.eval.baselines,
+    )
+    result["evaluation_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def load_run(run_dir: Path, device: torch.device | None = None) -> tuple[Config, Method, dict]:
+    """Rebuild a run's method from ``config.yaml`` and its newest checkpoint."""
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    config = config_module.load(config_path)
+    latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        raise checkpoint.CheckpointError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
+    method = build_model(config)
+    state = checkpoint.load_checkpoint(latest, method)
+    method.to(device or resolve_device(config.train.device)).eval()
+    return config, method, state
+
+
+def evaluate_run(run_dir: Path) -> dict[str, Any]:
+    """Re-run the evaluation protocol on a run's newest checkpoint; updates ``summary.json``."""
+    config, method, state = load_run(run_dir)
+    device = next(method.parameters()).device
+    _, eval_train, eval_test = load_data(config)
+    summary_path = run_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary.update(
+        method=config.method["name"],
+        data=config.data.source,
+        backbone=config.backbone.name,
+        steps=state["step"],
+        seconds=round(state["elapsed_seconds"], 2),
+        images_per_second=round(state["step"] * state["global_batch"] / max(state["elapsed_seconds"], 1e-9), 1),
+    )
+    summary.update(evaluate_trained(method, build_view_maker(config), config, eval_train, eval_test, device))
+    write_atomic(summary_path, json.dumps(summary, indent=2))
+    return summary
+
+
+def embed_to_file(run_dir: Path, source: str, out: Path, batch_size: int = 512) -> dict[str, Any]:
+    """Write backbone features of every image of ``source`` to ``out`` (.npy), streaming.
+
+    Built-in sets are embedded train split then test split. A folder is decoded in batches
+    by worker processes and written row by row into a memory-mapped file, so memory does
+    not grow with the number of images; unreadable files are skipped, and ``<out>.files.txt``
+    names the file of each row.
+    """
+    config, method, _ = load_run(run_dir)
+    device = next(method.parameters()).device
+    view_maker = build_view_maker(config)
+    channels_last = any(isinstance(m, torch.nn.Conv2d) for m in method.modules())
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dim = method.embed(view_maker.eval_view(torch.zeros(2, config.data.channels, config.data.size, config.data.size, dtype=torch.uint8, device=device))).shape[1]
+
+    if source in ("fashion-mnist", "digits"):
+        _, train, test = load_splits(source, config.data.channels, config.data.size)
+        features = torch.cat([encode(method.embed, s.images, view_maker, device, channels_last, batch_size) for s in (train, test)])
+        np.save(out, features.numpy())
+        return {"rows": len(features), "dim": dim, "skipped": 0, "out": str(out)}
+
+    if not Path(source).is_dir():
+        raise DataError(f"--data {source!r} is neither fashion-mnist, digits nor a folder")
+    from selfsup.data.folder import scan_folder
+
+    paths, _ = scan_folder(source)
+    rows = np.lib.format.open_memmap(out.with_suffix(".partial.npy"), mode="w+", dtype=np.float32, shape=(len(paths), dim))
+    written, skipped, names = 0, [], []
+    for batch in iter_folder_batches(source, config.data.channels, config.data.size, batch_size, config.data.workers):
+        skipped += batch.skipped
+        if len(batch.images):
+            features = encode(method.embed, batch.images, view_maker, device, channels_last, batch_size)
+            rows[written : written + len(features)] = features.numpy()
+            names += [str(paths[i]) for i in batch.indices.tolist()]
+            written += len(features)
+    rows.flush()
+    del rows
+    _finish_memmap(out.with_suffix(".partial.npy"), out, written, dim)
+    write_atomic(out.with_name(out.name + ".files.txt"), "".join(name + "\n" for name in names))
+    if skipped:
+        write_atomic(out.with_name(out.name + ".skipped.txt"), describe_skipped(skipped))
+    return {"rows": written, "dim": dim, "skipped": len(skipped), "out": str(out)}
+
+
+def _finish_memmap(partial: Path, out: Path, rows: int, dim: int, chunk: int = 65536) -> None:
+    """Move the first ``rows`` rows of ``partial`` into ``out`` (shorter when files were skipped)."""
+    source = np.load(partial, mmap_mode="r")
+    if rows == len(source):
+        del source
+        os.replace(partial, out)
+        return
+    target = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(rows, dim))
+    for start in range(0, rows, chunk):
+        target[start : start + chunk] = source[start : min(rows, start + chunk)]
+    target.flush()
+    del target, source
+    partial.unlink()

@@ -1,0 +1,288 @@
+"""The training loop shared by every method.
+
+Determinism is by construction rather than by saved random state: the order of the data
+in epoch e is a permutation drawn from a generator seeded with (seed, e), and the
+augmentations of step t from a generator seeded with (seed, rank, t). A checkpoint therefore
+needs only the weights, the optimiser state and the step; a run killed at any point and
+resumed from its last checkpoint replays exactly the steps it lost and ends with the same
+weights as an uninterrupted run (on the same device and thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from selfsup import distributed
+from selfsup.augment.views import ViewMaker, seeded_generator
+from selfsup.config import Config, ConfigError, parse_budget
+from selfsup.data import ImageSet
+from selfsup.evaluate.collapse import CollapseThresholds, collapse_report
+from selfsup.evaluate.knn import knn_accuracy
+from selfsup.methods import Method
+from selfsup.train import checkpoint
+from selfsup.train.logging import RunLogger
+from selfsup.train.optim import build_optimizer
+from selfsup.train.schedules import warmup_cosine
+
+# Steps timed, counted from the start of this process, to fit the schedule to a budget
+# (the first few are skipped: they include one-off allocation costs).
+_CALIBRATION_STEPS = range(3, 13)
+# Share of the measured step rate planned for, leaving room for logging and checkpoints.
+_BUDGET_SAFETY = 0.95
+_ONLINE_KNN_TRAIN, _ONLINE_KNN_TEST = 10_000, 2_000
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    images_per_second: float
+    epochs: float
+    stopped_by: str  # "schedule" (all planned steps done) or "budget" (wall clock spent)
+    collapse_alarm_step: int | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def _seed_mix(*values: int) -> int:
+    mixed = 0x9E3779B97F4A7C15
+    for value in values:
+        mixed = (mixed ^ (value + 0x9E3779B97F4A7C15 + (mixed << 6) + (mixed >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return mixed
+
+
+class Trainer:
+    """Runs ``config.train`` for ``method`` on ``train_set`` and writes into ``run_dir``.
+
+    ``held_out`` = (train split, test split) for the online kNN monitor.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        view_maker: ViewMaker,
+        train_set: ImageSet,
+        config: Config,
+        run_dir: Path,
+        held_out: tuple[ImageSet, ImageSet] | None = None,
+    ):
+        self.config = config
+        self.train_config = config.train
+        self.run_dir = run_dir
+        self.checkpoint_dir = run_dir / "checkpoints"
+        self.device = resolve_device(self.train_config.device)
+        self.method = method.to(self.device)
+        self.channels_last = any(m.weight.dim() == 4 for m in method.modules() if isinstance(m, torch.nn.Conv2d))
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.view_maker = view_maker
+        self.held_out = held_out
+        self.autocast = self.device.type == "cuda" and self.train_config.precision in ("auto", "bf16")
+        if self.train_config.precision == "bf16" and self.device.type != "cuda":
+            raise ConfigError("train.precision=bf16 runs on CUDA only (it is far slower than fp32 on most CPUs); use fp32 or auto")
+
+        self.images = train_set.images
+        if self.device.type == "cuda" and self.images.numel() < 2**31:
+            self.images = self.images.to(self.device)  # small sets live on the GPU: no per-step copies
+        self.labels = train_set.labels
+        self.world = distributed.world_size()
+        self.rank = distributed.rank()
+        self.global_batch = self.train_config.batch_size * self.world
+        self.steps_per_epoch = len(train_set) // self.global_batch
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"train.batch_size={self.train_config.batch_size} x {self.world} process(es) is larger than the data "
+                f"({len(train_set)} images in {train_set.name}); lower train.batch_size"
+            )
+        self.lr = self.train_config.lr * self.global_batch / 256
+        self.warmup_steps = round(self.train_config.warmup_epochs * self.steps_per_epoch)
+        self.budget = parse_budget(self.train_config.budget)
+        self.planned_steps = self.train_config.epochs * self.steps_per_epoch if self.train_config.epochs else None
+        self.optimizer = build_optimizer(
+            self.train_config.optimizer, self.method, self.lr, self.train_config.weight_decay, self.train_config.momentum
+        )
+        self.thresholds = CollapseThresholds()
+
+    # ------------------------------------------------------------------ state
+    def _state(self, elapsed: float, collapse_alarm_step: int | None) -> dict:
+        return {
+            "planned_steps": self.planned_steps,
+            "elapsed_seconds": elapsed,
+            "steps_per_epoch": self.steps_per_epoch,
+            "global_batch": self.global_batch,
+            "collapse_alarm_step": collapse_alarm_step,
+        }
+
+    def _save(self, step: int, elapsed: float, collapse_alarm_step: int | None) -> None:
+        # A checkpoint is only ever a good one: weights that overflowed are never written.
+        if not all(torch.isfinite(p).all() for p in self.method.parameters()):
+            raise TrainingDiverged(f"parameters became non-finite at step {step}; training stopped, {self._last_good()}")
+        if distributed.is_main_process():
+            checkpoint.save_checkpoint(
+                self.checkpoint_dir, step, self.method, self.optimizer, self._state(elapsed, collapse_alarm_step)
+            )
+        distributed.barrier()
+
+    def _last_good(self) -> str:
+        last = checkpoint.latest_checkpoint(self.checkpoint_dir)
+        if last is None:
+            return "no checkpoint had been written"
+        return f"the last good checkpoint is {last} (step {json.loads((last / checkpoint.STATE_FILE).read_text())['step']})"
+
+    # ------------------------------------------------------------------ data
+    def _batch_indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        generator = torch.Generator().manual_seed(_seed_mix(self.train_config.seed, epoch) % 2**63)
+        order = torch.randperm(len(self.labels), generator=generator)
+        start = position * self.global_batch + self.rank * self.train_config.batch_size
+        return order[start : start + self.train_config.batch_size]
+
+    def _views(self, step: int) -> list[torch.Tensor]:
+        indices = self._batch_indices(step)
+        images = self.images[indices.to(self.images.device)].to(self.device, non_blocking=True)
+        generator = seeded_generator(self.train_config.seed, step, self.device, stream=self.rank)
+        views = self.view_maker(images, generator)
+        if self.channels_last:
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+        return views
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: bool = False) -> TrainResult:
+        step, elapsed_before, collapse_alarm_step = 0, 0.0, None
+        if resume:
+            latest = checkpoint.latest_checkpoint(self.checkpoint_dir)
+            if latest is None:
+                raise checkpoint.CheckpointError(f"nothing to resume: {self.checkpoint_dir} holds no complete checkpoint")
+            state = checkpoint.load_checkpoint(latest, self.method, self.optimizer)
+            if state["global_batch"] != self.global_batch:
+                raise checkpoint.CheckpointError(
+                    f"{latest} was written with a global batch of {state['global_batch']}, this run has {self.global_batch}; "
+                    "resume with the same batch size and number of processes"
+                )
+            step, elapsed_before = state["step"], state["elapsed_seconds"]
+            self.planned_steps = state["planned_steps"]
+            collapse_alarm_step = state["collapse_alarm_step"]
+        logger = RunLogger(self.run_dir, resume_step=step if resume else None)
+        if resume:
+            logger.message(f"resumed from step {step} ({elapsed_before:.0f} s of training done)")
+
+        # Without a fixed number of epochs the schedule is fitted to the budget once the step
+        # time is measured; until then a provisional length keeps the warm-up correct.
+        provisional_steps = self.planned_steps or max(self.warmup_steps * 10, self.steps_per_epoch * 1000)
+        progress = tqdm(
+            total=self.planned_steps, initial=step, unit="step", dynamic_ncols=True,
+            disable=None if distributed.is_main_process() else True, desc=f"{self.config.method['name']}",
+        )
+        start = time.perf_counter() - elapsed_before
+        calibration_start = None
+        steps_at_start = step
+        stopped_by = "schedule"
+        self.method.train()
+        try:
+            while step < (self.planned_steps or provisional_steps):
+                elapsed = time.perf_counter() - start
+                if self.budget is not None and elapsed >= self.budget:
+                    stopped_by = "budget"
+                    break
+                total = self.planned_steps or provisional_steps
+                lr = warmup_cosine(step, total, self.warmup_steps, self.lr)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+
+                views = self._views(step)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    output = self.method(views)
+                loss_value = output.loss.item()
+                if not math.isfinite(loss_value):
+                    logger.log(step, {"loss": loss_value, "event": "diverged"})
+                    raise TrainingDiverged(f"loss is {loss_value} at step {step}; training stopped, {self._last_good()}")
+                self.optimizer.zero_grad(set_to_none=True)
+                output.loss.backward()
+                distributed.average_gradients(self.method)
+                if self.train_config.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.train_config.clip_grad)
+                self.optimizer.step()
+                self.method.on_step_end(step, total)
+                step += 1
+                progress.update(1)
+
+                if step - steps_at_start == _CALIBRATION_STEPS.start:
+                    calibration_start = time.perf_counter()
+                if self.planned_steps is None and step - steps_at_start == _CALIBRATION_STEPS.stop:
+                    seconds_per_step = (time.perf_counter() - calibration_start) / len(_CALIBRATION_STEPS)
+                    remaining = self.budget - (time.perf_counter() - start)
+                    self.planned_steps = max(step + 1, step + int(_BUDGET_SAFETY * remaining / seconds_per_step))
+                    progress.total = self.planned_steps
+                    progress.refresh()
+                    logger.message(
+                        f"budget {self.train_config.budget}: {seconds_per_step * 1000:.0f} ms/step, "
+                        f"schedule fitted to {self.planned_steps} steps ({self.planned_steps / self.steps_per_epoch:.1f} epochs)"
+                    )
+
+                if step % self.train_config.log_every == 0:
+                    metrics = {"loss": loss_value, "lr": lr, "epoch": step / self.steps_per_epoch, **output.metrics}
+                    if output.embeddings is not None:
+                        report = collapse_report(output.embeddings.float(), thresholds=self.thresholds)
+                        metrics.update(std_sqrt_d=report["std_sqrt_d"], effective_rank=report["effective_rank"])
+                        if report["collapsed"] and collapse_alarm_step is None:
+                            collapse_alarm_step = step
+                            logger.message(f"COLLAPSE ALARM at step {step}: " + "; ".join(report["reasons"]))
+                    seconds = time.perf_counter() - start
+                    metrics["images_per_second"] = (step - steps_at_start) * self.global_batch / max(seconds - elapsed_before, 1e-9)
+                    logger.log(step, metrics)
+                    progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}")
+
+                epoch_end = step % self.steps_per_epoch == 0
+                if self.held_out and self.train_config.knn_every and epoch_end and (step // self.steps_per_epoch) % self.train_config.knn_every == 0:
+                    logger.log(step, {"knn_top1": self.online_knn()}, kind="eval")
+                if step % self.train_config.checkpoint_every == 0 or epoch_end:
+                    self._save(step, time.perf_counter() - start, collapse_alarm_step)
+        finally:
+            progress.close()
+
+        seconds = time.perf_counter() - start
+        self._save(step, seconds, collapse_alarm_step)
+        logger.close()
+        images_per_second = (step - steps_at_start) * self.global_batch / max(seconds - elapsed_before, 1e-9)
+        return TrainResult(step, seconds, images_per_second, step / self.steps_per_epoch, stopped_by, collapse_alarm_step)
+
+    @torch.no_grad()
+    def online_knn(self) -> float:
+        """kNN (k=20) top-1 on subsets of the held-out splits, for monitoring during training."""
+        train_split, test_split = self.held_out
+        self.method.eval()
+        try:
+            train_x = self._embed(train_split.images[:_ONLINE_KNN_TRAIN])
+            test_x = self._embed(test_split.images[:_ONLINE_KNN_TEST])
+        finally:
+            self.method.train()
+        return knn_accuracy(
+            train_x, train_split.labels[:_ONLINE_KNN_TRAIN], test_x, test_split.labels[:_ONLINE_KNN_TEST],
+            num_classes=train_split.num_classes, k=20,
+        )
+
+    def _embed(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            batch = self.view_maker.eval_view(images[start : start + batch_size].to(self.device))
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            chunks.append(self.method.embed(batch).float().cpu())
+        return torch.cat(chunks)

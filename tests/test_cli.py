@@ -1,0 +1,119 @@
+"""The command line, run as a user runs it: real processes, real files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfsup.train import checkpoint
+
+SUMMARY_KEYS = {
+    "method", "data", "steps", "seconds", "images_per_second", "knn_top1", "knn200_top1", "linear_top1",
+    "fewshot", "energy_auc", "collapse", "baselines",
+}
+ACCURACY_KEYS = {"knn_top1", "knn200_top1", "linear_top1", "fewshot"}
+
+
+def selfsup(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "selfsup.cli", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"selfsup {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def test_methods_lists_every_method_with_a_line():
+    out = selfsup("methods").stdout
+    assert "simclr" in out and "siamese-naive" in out and "NT-Xent" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train.lrr=0.1"], "unknown config key 'train.lrr'"),
+        (["--method", "simclrr"], "unknown method 'simclrr'; available: simclr"),
+        (["--backbone", "resnet7"], "unknown backbone 'resnet7'; available: convnet-small"),
+        (["--data", "/nonexistent/folder"], "/nonexistent/folder"),
+        (["train.optimizer=adam"], "sgd, lars, adamw"),
+        (["--budget", "soon"], "train.budget"),
+    ],
+)
+def test_bad_configuration_fails_with_a_clear_message(args, message, tmp_path):
+    result = selfsup("pretrain", "--data", "digits", "--out", str(tmp_path / "run"), *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_pretrain_writes_a_complete_run_directory_then_evaluate_and_embed(tmp_path, tiny_overrides):
+    run = tmp_path / "run"
+    result = selfsup("pretrain", "--epochs", "2", "--out", str(run), *tiny_overrides)
+    assert "kNN k=20" in result.stdout and "raw pixels" in result.stdout and "random init" in result.stdout
+
+    for name in ("config.yaml", "metrics.jsonl", "summary.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    latest = checkpoint.latest_checkpoint(run / "checkpoints")
+    assert (latest / "model.safetensors").is_file() and (latest / "state.json").is_file()
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= summary.keys()
+    assert set(summary["fewshot"]) == {"1", "10", "100"}
+    assert {"std_sqrt_d", "effective_rank", "alignment", "uniformity", "collapsed"} <= summary["collapse"].keys()
+    for baseline in ("raw_pixels", "random_init"):
+        assert ACCURACY_KEYS <= summary["baselines"][baseline].keys()
+    for value in [summary["knn_top1"], summary["linear_top1"], *summary["fewshot"].values()]:
+        assert 0 <= value <= 1
+
+    evaluated = selfsup("evaluate", str(run))
+    assert "kNN k=20" in evaluated.stdout
+    assert json.loads((run / "summary.json").read_text())["knn_top1"] == pytest.approx(summary["knn_top1"])
+
+    features = tmp_path / "features.npy"
+    selfsup("embed", str(run), "--data", "digits", "--out", str(features))
+    array = np.load(features)
+    assert array.shape[0] == 1797 and np.isfinite(array).all()
+
+
+def test_a_folder_with_broken_files_trains_on_the_good_ones(tmp_path, tiny_overrides):
+    folder = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for label in ("circles", "squares"):
+        (folder / label).mkdir(parents=True)
+        for index in range(40):
+            canvas = np.zeros((20, 20), np.uint8)
+            y, x = rng.integers(2, 10, size=2)
+            if label == "squares":
+                canvas[y : y + 8, x : x + 8] = 255
+            else:
+                yy, xx = np.mgrid[:20, :20]
+                canvas[(yy - y - 4) ** 2 + (xx - x - 4) ** 2 < 16] = 255
+            Image.fromarray(canvas).save(folder / label / f"{index}.png")
+    (folder / "squares" / "empty.png").write_bytes(b"")
+    (folder / "circles" / "notes.jpg").write_text("not an image")
+    good = folder / "circles" / "0.png"
+    (folder / "circles" / "truncated.png").write_bytes(good.read_bytes()[:40])
+
+    run = tmp_path / "run"
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.", "train.batch_size"))]
+    selfsup("pretrain", "--data", str(folder), "--epochs", "2", "--batch-size", "16", "--out", str(run), "data.channels=1", "data.size=16", *overrides)
+    skipped = (run / "skipped_files.txt").read_text()
+    for name in ("empty.png", "notes.jpg", "truncated.png"):
+        assert name in skipped
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["skipped_files"] == 3
+    assert summary["steps"] > 0
+
+    features = tmp_path / "folder.npy"
+    result = selfsup("embed", str(run), "--data", str(folder), "--out", str(features))
+    assert np.load(features).shape[0] == 80
+    assert len((tmp_path / "folder.npy.files.txt").read_text().splitlines()) == 80
+    assert "3" in result.stdout
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = selfsup("pretrain", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), check=False)
+    assert result.returncode != 0 and "empty" in result.stderr and "Traceback" not in result.stderr
