@@ -34,11 +34,13 @@ def test_deterministic_per_seed_different_across_seeds_and_nested():
     assert set(fewshot_indices(labels, 5, 1, seed=3).tolist()) <= set(first.tolist())
 
 
-def separable(seed, num_per_class, num_classes=3, dim=8):
+def separable(seed, num_per_class, num_classes=3, dim=8, noise=1.0):
+    # Every dimension separates the classes (no pure-noise dimension): one example per
+    # class is then enough.
+    centres = 10.0 * torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(100))
     generator = torch.Generator().manual_seed(seed)
-    centres = 10.0 * torch.eye(num_classes, dim)
     labels = torch.arange(num_classes).repeat_interleave(num_per_class)
-    return centres[labels] + torch.randn(len(labels), dim, generator=generator), labels
+    return centres[labels] + noise * torch.randn(len(labels), dim, generator=generator), labels
 
 
 def test_separable_toy_data_is_perfect_at_every_shot_count():
@@ -49,9 +51,8 @@ def test_separable_toy_data_is_perfect_at_every_shot_count():
 
 
 def test_mean_and_std_over_seeds():
-    train_x, train_y = separable(2, 60)
-    train_x = train_x + 6.0 * torch.randn(train_x.shape, generator=torch.Generator().manual_seed(5))
-    test_x, test_y = separable(3, 100)
+    train_x, train_y = separable(2, 60, noise=15.0)
+    test_x, test_y = separable(3, 100, noise=15.0)
     result = fewshot_accuracy(train_x, train_y, test_x, test_y, 3, shots=(1, 5), seeds=[0, 1, 2, 3])
     per_seed = [fewshot_accuracy(train_x, train_y, test_x, test_y, 3, shots=(1,), seeds=[s])["1"] for s in range(4)]
     means = torch.tensor([r["mean"] for r in per_seed], dtype=torch.float64)
@@ -59,7 +60,7 @@ def test_mean_and_std_over_seeds():
     assert result["1"]["mean"] == pytest.approx(float(means.mean()))
     assert result["1"]["std"] == pytest.approx(float(means.std()))  # sample std, N - 1
     assert result["1"]["std"] > 0.0
-    assert 0.0 <= result["1"]["mean"] <= 1.0
+    assert 0.4 < result["1"]["mean"] < result["5"]["mean"] < 1.0
 
 
 def test_bad_inputs_are_errors():
@@ -68,3 +69,19 @@ def test_bad_inputs_are_errors():
         fewshot_accuracy(train_x, train_y, train_x, train_y, 3, shots=(0,))
     with pytest.raises(ValueError, match="seeds"):
         fewshot_accuracy(train_x, train_y, train_x, train_y, 3, seeds=0)
+
+
+def test_features_are_scaled_as_a_whole_not_one_by_one():
+    # Two informative dimensions and six near-constant ones: per-feature standardisation
+    # would blow the tiny noise up to the signal's scale and one shot would then fail;
+    # a single scale keeps it negligible.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(2).repeat_interleave(100)
+    signal = torch.tensor([[5.0, -5.0], [-5.0, 5.0]])[labels] + torch.randn(200, 2, generator=generator)
+    features = torch.cat([signal, 1e-3 * torch.randn(200, 6, generator=generator)], dim=1)
+    result = fewshot_accuracy(features, labels, features, labels, 2, shots=(1,), seeds=5)
+    assert result["1"]["mean"] == 1.0
+    # ... and the result does not depend on the features' units.
+    rescaled_features = 1000.0 * features + 3.0
+    rescaled = fewshot_accuracy(rescaled_features, labels, rescaled_features, labels, 2, shots=(1,), seeds=5)
+    assert rescaled == result

@@ -52,7 +52,8 @@ def test_standardisation_is_folded_into_weight_and_bias():
     scale = torch.tensor([1.0, 100.0, 0.01, 1.0, 5.0, 1.0])
     shift = torch.tensor([0.0, -3.0, 7.0, 0.0, 0.0, 1000.0])
     weight2, bias2 = fit_logistic_regression(train_x * scale + shift, train_y, 3, l2=1e-3)
-    torch.testing.assert_close(train_x @ weight.T + bias, (train_x * scale + shift) @ weight2.T + bias2, atol=2e-3, rtol=1e-3)
+    logits = train_x @ weight.T + bias
+    torch.testing.assert_close((train_x * scale + shift) @ weight2.T + bias2, logits, atol=2e-3, rtol=1e-3)
 
 
 def test_constant_features_and_stronger_l2():
@@ -81,3 +82,28 @@ def test_bad_inputs_are_errors():
         fit_logistic_regression(train_x, train_y + 1, 2)
     with pytest.raises(ValueError, match="l2"):
         fit_logistic_regression(train_x, train_y, 2, l2=-1.0)
+
+
+def test_given_statistics_are_used():
+    train_x, train_y = blobs(6, 30, 4, 3, spread=2.0)
+    default = fit_logistic_regression(train_x, train_y, 3, l2=1e-2)
+    mean, std = train_x.mean(0), train_x.std(0, unbiased=False)
+    torch.testing.assert_close(fit_logistic_regression(train_x, train_y, 3, l2=1e-2, mean=mean, std=std), default)
+    # One scale for all features: the same as fitting features divided by it by hand.
+    scale = torch.tensor(7.0)
+    weight, bias = fit_logistic_regression(train_x, train_y, 3, l2=1e-2, mean=mean, std=scale)
+    by_hand, by_hand_bias = fit_logistic_regression(
+        (train_x - mean) / scale, train_y, 3, l2=1e-2, mean=torch.zeros(4), std=torch.ones(4)
+    )
+    torch.testing.assert_close(train_x @ weight.T + bias, ((train_x - mean) / scale) @ by_hand.T + by_hand_bias)
+    with pytest.raises(ValueError, match="both"):
+        fit_logistic_regression(train_x, train_y, 3, mean=mean)
+
+
+def test_fits_under_inference_mode():
+    train_x, train_y = blobs(7, 20, 3, 2, spread=1.0)
+    expected = fit_logistic_regression(train_x, train_y, 2)
+    with torch.inference_mode():
+        frozen_x = train_x.clone()  # an inference tensor, as features from a frozen encoder
+        got = fit_logistic_regression(frozen_x, train_y, 2)
+    torch.testing.assert_close(got, expected)

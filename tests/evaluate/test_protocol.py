@@ -23,7 +23,7 @@ def test_raw_pixel_features():
 def test_accuracy_metrics_on_separable_data_with_small_classes():
     # 40 examples per class: the 100-shot entry is still reported, using all 40.
     generator = torch.Generator().manual_seed(0)
-    centres = 8.0 * torch.eye(4, 12)
+    centres = 8.0 * torch.randn(4, 12, generator=generator)  # every dimension carries signal
     train_y = torch.arange(4).repeat_interleave(40)
     test_y = torch.arange(4).repeat_interleave(10)
     train_x = centres[train_y] + torch.randn(160, 12, generator=generator)

@@ -15,7 +15,12 @@ from selfsup.evaluate.collapse import (
 )
 from selfsup.evaluate.fewshot import fewshot_accuracy, fewshot_indices
 from selfsup.evaluate.knn import knn_accuracy, knn_predict
-from selfsup.evaluate.linear import fit_logistic_regression, linear_probe_accuracy, predict_logistic_regression
+from selfsup.evaluate.linear import (
+    fit_logistic_regression,
+    linear_probe_accuracy,
+    predict_logistic_regression,
+    standardisation_statistics,
+)
 from selfsup.evaluate.protocol import accuracy_metrics, raw_pixel_features
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "linear_probe_accuracy",
     "predict_logistic_regression",
     "raw_pixel_features",
+    "standardisation_statistics",
     "std_sqrt_d",
     "uniformity",
 ]

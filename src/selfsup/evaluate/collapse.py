@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.evaluate._validation import check_features
+from selfsup.evaluate._common import check_features
 
 __all__ = [
     "std_sqrt_d",
@@ -129,10 +129,11 @@ def uniformity(z: Tensor, t: float = 2.0, max_samples: int = 4096) -> float:
     """
     if max_samples < 2:
         raise ValueError(f"max_samples must be >= 2, got {max_samples}")
-    z = _embeddings("z", z, min_rows=2)
+    check_features("z", z)
     if z.shape[0] > max_samples:
         generator = torch.Generator().manual_seed(_UNIFORMITY_SUBSAMPLE_SEED)
-        z = z[torch.randperm(z.shape[0], generator=generator)[:max_samples]]
+        z = z[torch.randperm(z.shape[0], generator=generator)[:max_samples].to(z.device)]
+    z = _embeddings("z", z, min_rows=2)
     squared_distances = torch.pdist(F.normalize(z, dim=1)).pow(2)
     return float(torch.logsumexp(-t * squared_distances, dim=0) - math.log(squared_distances.numel()))
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.evaluate._validation import check_features, check_labels, check_same_dim
+from selfsup.evaluate._common import check_features, check_labels, check_same_dim, float_dtype
 
 __all__ = ["knn_predict", "knn_accuracy"]
 
@@ -67,9 +67,9 @@ def knn_predict(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
-    dtype = torch.float64 if train_features.dtype == torch.float64 else torch.float32
+    dtype = float_dtype(train_features)
     train = F.normalize(train_features.to(dtype), dim=1)
-    train_labels = train_labels.to(torch.int64)
+    train_labels = train_labels.to(device=train.device, dtype=torch.int64)
     k = min(k, train.shape[0])
 
     predictions = []
@@ -79,11 +79,11 @@ def knn_predict(
         # Shifting by each row's largest similarity rescales that row's votes by a positive
         # constant (argmax unchanged) and keeps exp() finite for any temperature.
         weights = ((top_similarity - top_similarity[:, :1]) / temperature).exp_()
-        votes = torch.zeros(test_chunk.shape[0], num_classes, dtype=dtype)
+        votes = weights.new_zeros(test_chunk.shape[0], num_classes)
         votes.scatter_add_(1, train_labels[top_index], weights)
         predictions.append(votes.argmax(dim=1))
     if not predictions:
-        return torch.empty(0, dtype=torch.int64)
+        return torch.empty(0, dtype=torch.int64, device=train.device)
     return torch.cat(predictions)
 
 

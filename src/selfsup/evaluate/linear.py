@@ -9,12 +9,18 @@ and the top-1 accuracy on the test split is reported.
 
 The fit here is deterministic and has no learning rate to tune:
 
-* features are standardised with the training mean and standard deviation (so one L2
-  strength fits features of any scale), and the standardisation is folded back into the
-  returned ``weight`` and ``bias``, which therefore apply to the *raw* features;
+* features are standardised with the training mean and standard deviation (as MAE's
+  linear probe does with a BatchNorm without affine parameters), so one L2 strength fits
+  features of any scale; the standardisation is folded back into the returned ``weight``
+  and ``bias``, which therefore apply to the *raw* features;
 * the objective is the mean cross-entropy plus ``l2 / 2 * ||W||^2`` (the bias is not
   penalised), minimised full-batch with L-BFGS and a strong-Wolfe line search from zero,
-  in float32.
+  in float32 (float64 if the features are float64), until the loss stops changing or
+  ``max_iter`` iterations.
+
+Cost: each L-BFGS iteration is about one pass of two ``[N, D] x [D, C]`` products over the
+features; 60,000 x 512 features converge in a few hundred iterations, about 10-20 s on two
+CPU cores.
 """
 
 from __future__ import annotations
@@ -23,26 +29,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.evaluate._validation import check_same_dim, check_split
+from selfsup.evaluate._common import check_same_dim, check_split, float_dtype
 
 __all__ = [
     "DEFAULT_L2",
     "DEFAULT_MAX_ITER",
+    "standardisation_statistics",
     "fit_logistic_regression",
     "predict_logistic_regression",
     "linear_probe_accuracy",
 ]
 
-DEFAULT_L2 = 1e-4
+# Chosen on raw Fashion-MNIST pixels (784-d, scaled to [0, 1]), where it gives the reference
+# test top-1 of 84.4% (scikit-learn's LogisticRegression() with its defaults: 84.39%). Weaker
+# penalties converge more slowly and give 84.1-84.7% there.
+DEFAULT_L2 = 5e-3
 DEFAULT_MAX_ITER = 500
+# L-BFGS memory: the parameters are small (C x D), so a long history is cheap and cuts the
+# iterations on ill-conditioned features (raw pixels: ~350 instead of ~540 with 10).
+_LBFGS_HISTORY = 50
 
 
-def _standardise(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Return ``(standardised, mean, std)``; constant features get ``std = 1`` (they stay 0)."""
+def standardisation_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-feature ``(mean, std)`` (population std) of ``[N, D]`` features.
+
+    A constant feature gets ``std = 1``, so it standardises to 0 instead of NaN.
+    """
+    features = features.detach()
     mean = features.mean(dim=0)
     std = features.std(dim=0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return (features - mean) / std, mean, std
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
 def fit_logistic_regression(
@@ -51,6 +67,8 @@ def fit_logistic_regression(
     num_classes: int,
     l2: float = DEFAULT_L2,
     max_iter: int = DEFAULT_MAX_ITER,
+    mean: Tensor | None = None,
+    std: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fit multinomial logistic regression to frozen features with full-batch L-BFGS.
 
@@ -67,9 +85,13 @@ def fit_logistic_regression(
         labels: ``[N]`` integer labels in ``[0, num_classes)``.
         num_classes: number of classes ``C``.
         l2: strength of the L2 penalty on the weights of the standardised features.
-            The default ``1e-4`` is chosen so that raw Fashion-MNIST pixels reach the
-            reference test top-1 of scikit-learn's ``LogisticRegression()`` (about 84.4%).
+            The default ``5e-3`` gives the reference 84.4% test top-1 on raw
+            Fashion-MNIST pixels (scikit-learn's ``LogisticRegression()`` gets 84.39%).
         max_iter: maximum number of L-BFGS iterations.
+        mean, std: standardisation statistics, ``[D]`` (``std`` may also be a scalar
+            tensor: one scale for all features); by default the per-feature mean and
+            std of ``features`` (:func:`standardisation_statistics`). Few-shot fits pass
+            statistics of all training features, which are known without labels.
 
     Returns:
         ``(weight [C, D], bias [C])`` in the features' input space.
@@ -80,17 +102,40 @@ def fit_logistic_regression(
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
 
-    dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    dtype = float_dtype(features)
+    features = features.detach().to(dtype)
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    if mean is None:
+        mean, std = standardisation_statistics(features)
+    else:
+        if mean.shape != (features.shape[1],) or std.shape not in ((features.shape[1],), ()):
+            raise ValueError(f"mean must have shape [{features.shape[1]}] and std [{features.shape[1]}] or []")
+        if not (std > 0).all():
+            raise ValueError("std must be positive")
+        mean, std = mean.detach().to(features), std.detach().to(features)
+    # Evaluation code often runs under no_grad or inference_mode; the fit needs autograd.
+    with torch.inference_mode(False), torch.enable_grad():
+        weight, bias = _minimise((features - mean) / std, labels.to(torch.int64), num_classes, l2, max_iter)
     with torch.no_grad():
-        standardised, mean, std = _standardise(features.detach().to(dtype))
-    labels = labels.to(torch.int64)
-    weight = torch.zeros(num_classes, features.shape[1], dtype=dtype, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=dtype, requires_grad=True)
+        raw_weight = weight / std
+        raw_bias = bias - raw_weight @ mean
+    return raw_weight, raw_bias
+
+
+def _minimise(
+    standardised: Tensor, labels: Tensor, num_classes: int, l2: float, max_iter: int
+) -> tuple[Tensor, Tensor]:
+    """Full-batch L-BFGS from zero on mean cross-entropy + ``l2 / 2 * ||W||^2``."""
+    weight = torch.zeros(
+        num_classes, standardised.shape[1], dtype=standardised.dtype, device=standardised.device, requires_grad=True
+    )
+    bias = torch.zeros(num_classes, dtype=standardised.dtype, device=standardised.device, requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [weight, bias],
         lr=1.0,
         max_iter=max_iter,
-        history_size=20,
+        history_size=_LBFGS_HISTORY,
         tolerance_grad=1e-6,
         tolerance_change=1e-9,
         line_search_fn="strong_wolfe",
@@ -103,13 +148,8 @@ def fit_logistic_regression(
         loss.backward()
         return loss
 
-    with torch.enable_grad():
-        optimizer.step(closure)
-
-    with torch.no_grad():
-        raw_weight = weight / std
-        raw_bias = bias - raw_weight @ mean
-    return raw_weight.detach(), raw_bias.detach()
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from selfsup.evaluate._validation import check_same_dim, check_split
+from selfsup.evaluate._common import check_same_dim, check_split
 from selfsup.evaluate.fewshot import fewshot_accuracy
 from selfsup.evaluate.knn import knn_accuracy
 from selfsup.evaluate.linear import linear_probe_accuracy

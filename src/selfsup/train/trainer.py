@@ -132,8 +132,9 @@ class Trainer:
 
     def _save(self, step: int, elapsed: float, collapse_alarm_step: int | None) -> None:
         # A checkpoint is only ever a good one: weights that overflowed are never written.
-        if not all(torch.isfinite(p).all() for p in self.method.parameters()):
-            raise TrainingDiverged(f"parameters became non-finite at step {step}; training stopped, {self._last_good()}")
+        tensors = self.method.state_dict().values()
+        if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
+            raise TrainingDiverged(f"weights became non-finite at step {step}; training stopped, {self._last_good()}")
         if distributed.is_main_process():
             checkpoint.save_checkpoint(
                 self.checkpoint_dir, step, self.method, self.optimizer, self._state(elapsed, collapse_alarm_step)

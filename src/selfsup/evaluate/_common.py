@@ -1,4 +1,5 @@
-"""Input checks shared by the evaluation functions, so every one fails the same clear way."""
+"""Helpers shared by the evaluation functions: input checks (so every one fails the same
+clear way) and the floating-point type computations run in."""
 
 from __future__ import annotations
 
@@ -45,3 +46,8 @@ def check_same_dim(train: Tensor, test: Tensor) -> None:
     """Require train and test features of the same width."""
     if train.shape[1] != test.shape[1]:
         raise ValueError(f"train features have {train.shape[1]} dimensions but test features have {test.shape[1]}")
+
+
+def float_dtype(tensor: Tensor) -> torch.dtype:
+    """float64 for float64 input, float32 for everything else (half, bfloat16, integers)."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32

@@ -1,0 +1,68 @@
+"""Shared pieces of the benchmark scripts: the machine, its measured peak, BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+
+BENCHMARKS_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    else:
+        cpu = platform.processor() or "cpu"
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        device = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"{device}; torch {torch.__version__}"
+
+
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048, seconds: float = 3.0) -> float:
+    """Best sustained FLOP/s of a square matmul on ``device``: the roofline the step is held to."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        synchronize(device)
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def update_section(name: str, body: str) -> None:
+    """Replace the text between ``<!-- name -->`` and ``<!-- /name -->`` in BENCHMARKS.md."""
+    text = BENCHMARKS_FILE.read_text() if BENCHMARKS_FILE.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS_FILE.write_text(text)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
