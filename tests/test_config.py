@@ -45,7 +45,7 @@ def test_unknown_key_in_yaml_file_is_named(tmp_path):
 
 
 def test_method_options_are_checked_against_the_method():
-    assert resolve_method_options({"name": "simclr"})["temperature"] == 0.2
+    assert resolve_method_options({"name": "simclr"})["temperature"] == 0.5
     with pytest.raises(ConfigError, match="method.temprature.*allowed: projection_dim"):
         resolve_method_options({"name": "simclr", "temprature": 0.2})
     with pytest.raises(ConfigError, match="method.temperature must be of type float"):

@@ -78,6 +78,7 @@ class TrainConfig:
     weight_decay: float | None = None
     momentum: float = 0.9
     warmup_epochs: float = 1.0
+    """Linear learning-rate warm-up, capped at a tenth of the run; then a cosine decay to 0."""
     clip_grad: float | None = None
     """Clip the global gradient norm to this value; null = no clipping."""
     seed: int = 0

@@ -17,12 +17,17 @@ from selfsup.train.logging import read_metrics
 from selfsup.train.trainer import TrainingDiverged
 
 
-def test_training_lowers_the_loss(tiny_config):
-    config = tiny_config("train.epochs=6", "eval.enabled=false")
+def test_training_lowers_the_loss_and_logs_collapse_metrics_and_online_knn(tiny_config):
+    config = tiny_config("train.epochs=6", "train.knn_every=3", "eval.enabled=false")
     runs.pretrain(config)
-    losses = [r["loss"] for r in read_metrics(Path(config.out) / "metrics.jsonl") if r["kind"] == "train"]
+    records = read_metrics(Path(config.out) / "metrics.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    losses = [r["loss"] for r in train]
     assert len(losses) >= 4
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.1
+    assert all({"std_sqrt_d", "effective_rank", "lr", "images_per_second"} <= r.keys() for r in train)
+    online = [r for r in records if r["kind"] == "eval"]
+    assert len(online) == 2 and all(0.5 < r["knn_top1"] <= 1 for r in online)
 
 
 def test_resume_after_sigkill_gives_identical_weights(tmp_path, tiny_overrides):

@@ -119,6 +119,7 @@ class Trainer:
             self.train_config.optimizer, self.method, self.lr, self.train_config.weight_decay, self.train_config.momentum
         )
         self.thresholds = CollapseThresholds()
+        self._epoch_order: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, permutation of the data)
 
     # ------------------------------------------------------------------ state
     def _state(self, elapsed: float, collapse_alarm_step: int | None) -> dict:
@@ -150,10 +151,11 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _batch_indices(self, step: int) -> torch.Tensor:
         epoch, position = divmod(step, self.steps_per_epoch)
-        generator = torch.Generator().manual_seed(_seed_mix(self.train_config.seed, epoch) % 2**63)
-        order = torch.randperm(len(self.labels), generator=generator)
+        if self._epoch_order[0] != epoch:
+            generator = torch.Generator().manual_seed(_seed_mix(self.train_config.seed, epoch) % 2**63)
+            self._epoch_order = (epoch, torch.randperm(len(self.labels), generator=generator))
         start = position * self.global_batch + self.rank * self.train_config.batch_size
-        return order[start : start + self.train_config.batch_size]
+        return self._epoch_order[1][start : start + self.train_config.batch_size]
 
     def _views(self, step: int) -> list[torch.Tensor]:
         indices = self._batch_indices(step)
@@ -193,7 +195,7 @@ class Trainer:
         )
         start = time.perf_counter() - elapsed_before
         calibration_start = None
-        steps_at_start = step
+        steps_at_start = saved_step = step
         stopped_by = "schedule"
         self.method.train()
         try:
@@ -203,7 +205,8 @@ class Trainer:
                     stopped_by = "budget"
                     break
                 total = self.planned_steps or provisional_steps
-                lr = warmup_cosine(step, total, self.warmup_steps, self.lr)
+                # Short runs (small budgets) would spend most of their steps warming up.
+                lr = warmup_cosine(step, total, min(self.warmup_steps, total // 10), self.lr)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
 
@@ -255,11 +258,13 @@ class Trainer:
                     logger.log(step, {"knn_top1": self.online_knn()}, kind="eval")
                 if step % self.train_config.checkpoint_every == 0 or epoch_end:
                     self._save(step, time.perf_counter() - start, collapse_alarm_step)
+                    saved_step = step
         finally:
             progress.close()
 
         seconds = time.perf_counter() - start
-        self._save(step, seconds, collapse_alarm_step)
+        if saved_step != step:
+            self._save(step, seconds, collapse_alarm_step)
         logger.close()
         images_per_second = (step - steps_at_start) * self.global_batch / max(seconds - elapsed_before, 1e-9)
         return TrainResult(step, seconds, images_per_second, step / self.steps_per_epoch, stopped_by, collapse_alarm_step)

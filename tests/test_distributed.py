@@ -1,0 +1,55 @@
+"""Losses over a batch split across 2 gloo processes equal the loss on one process."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from selfsup import distributed
+from selfsup.losses import info_nce
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, z_a: torch.Tensor, z_b: torch.Tensor, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        share = len(z_a) // WORLD
+        local_a = z_a[rank * share : (rank + 1) * share].clone().requires_grad_()
+        local_b = z_b[rank * share : (rank + 1) * share].clone().requires_grad_()
+        loss = info_nce(local_a, local_b, temperature=0.2)
+        # DDP averages gradients over ranks; reproduce that on the inputs' gradients.
+        (loss / WORLD).backward()
+        value = distributed.all_reduce_mean(loss)
+        results[rank] = (value.item(), local_a.grad.clone(), local_b.grad.clone())
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("batch", [8])
+def test_info_nce_split_over_processes_equals_one_process(batch):
+    generator = torch.Generator().manual_seed(0)
+    z_a, z_b = torch.randn(2, batch, 5, generator=generator, dtype=torch.float64)
+
+    whole_a, whole_b = z_a.clone().requires_grad_(), z_b.clone().requires_grad_()
+    expected = info_nce(whole_a, whole_b, temperature=0.2)
+    expected.backward()
+
+    results = mp.Manager().dict()
+    mp.spawn(_worker, args=(_free_port(), z_a, z_b, results), nprocs=WORLD, join=True)
+    share = batch // WORLD
+    for rank in range(WORLD):
+        value, grad_a, grad_b = results[rank]
+        assert value == pytest.approx(expected.item(), rel=1e-10)
+        assert torch.allclose(grad_a, whole_a.grad[rank * share : (rank + 1) * share], atol=1e-12)
+        assert torch.allclose(grad_b, whole_b.grad[rank * share : (rank + 1) * share], atol=1e-12)
