@@ -91,6 +91,8 @@ def test_a_folder_with_broken_files_trains_on_the_good_ones(tmp_path, tiny_overr
                 yy, xx = np.mgrid[:20, :20]
                 canvas[(yy - y - 4) ** 2 + (xx - x - 4) ** 2 < 16] = 255
             Image.fromarray(canvas).save(folder / label / f"{index}.png")
+    for index in range(5):  # unlabelled: directly in the folder
+        Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(folder / f"loose{index}.png")
     (folder / "squares" / "empty.png").write_bytes(b"")
     (folder / "circles" / "notes.jpg").write_text("not an image")
     good = folder / "circles" / "0.png"
@@ -98,18 +100,19 @@ def test_a_folder_with_broken_files_trains_on_the_good_ones(tmp_path, tiny_overr
 
     run = tmp_path / "run"
     overrides = [o for o in tiny_overrides if not o.startswith(("data.", "train.batch_size"))]
-    selfsup("pretrain", "--data", str(folder), "--epochs", "2", "--batch-size", "16", "--out", str(run), "data.channels=1", "data.size=16", *overrides)
+    selfsup("pretrain", "--data", str(folder), "--epochs", "2", "--batch-size", "16", "--out", str(run), "data.channels=1", "data.size=16", "train.knn_every=1", *overrides)
     skipped = (run / "skipped_files.txt").read_text()
     for name in ("empty.png", "notes.jpg", "truncated.png"):
         assert name in skipped
     summary = json.loads((run / "summary.json").read_text())
     assert summary["skipped_files"] == 3
+    assert 0 <= summary["knn_top1"] <= 1  # evaluated on the labelled files only
     assert summary["steps"] > 0
 
     features = tmp_path / "folder.npy"
     result = selfsup("embed", str(run), "--data", str(folder), "--out", str(features))
-    assert np.load(features).shape[0] == 80
-    assert len((tmp_path / "folder.npy.files.txt").read_text().splitlines()) == 80
+    assert np.load(features).shape[0] == 85
+    assert len((tmp_path / "folder.npy.files.txt").read_text().splitlines()) == 85
     assert "3" in result.stdout
 
 
@@ -117,3 +120,17 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     result = selfsup("pretrain", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), check=False)
     assert result.returncode != 0 and "empty" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unlabelled_folder_reports_energy_and_collapse_without_accuracies(tmp_path, tiny_overrides):
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(40):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    run = tmp_path / "run"
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.", "train.batch_size"))]
+    result = selfsup("pretrain", "--data", str(folder), "--epochs", "1", "--batch-size", "8", "--out", str(run), "data.size=12", *overrides)
+    summary = json.loads((run / "summary.json").read_text())
+    assert "knn_top1" not in summary and "energy_auc" in summary and "collapse" in summary
+    assert "energy AUC" in result.stdout

@@ -21,10 +21,10 @@ import torch
 
 from selfsup import config as config_module
 from selfsup.augment.views import RECIPES, ViewMaker
-from selfsup.backbones import build_backbone
+from selfsup.backbones import build_backbone, uses_convolutions
 from selfsup.config import Config, ConfigError
 from selfsup.data import DataError, ImageSet, default_source, describe_skipped, iter_folder_batches, load_splits
-from selfsup.evaluate.pipeline import encode, evaluate_method
+from selfsup.evaluate.pipeline import encode, evaluate_method, labelled_subset
 from selfsup.methods import Method, build_method, method_class, resolve_method_options
 from selfsup.train import checkpoint
 from selfsup.train.trainer import Trainer, resolve_device
@@ -66,6 +66,7 @@ def resolve(config: Config, pretrain_set: ImageSet) -> Config:
     """
     method_options = resolve_method_options(config.method)
     cls = method_class(method_options["name"])
+    method_options = cls.fit_options(method_options, len(pretrain_set))
     recipe_name = config.augment.recipe or cls.default_recipe
     if recipe_name not in RECIPES:
         raise ConfigError(f"augment.recipe: unknown recipe {recipe_name!r}; available: {', '.join(RECIPES)}")
@@ -156,7 +157,9 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
 
     method = build_model(config)
     view_maker = build_view_maker(config)
-    trainer = Trainer(method, view_maker, pretrain_set, config, run_dir, held_out=(eval_train, eval_test) if eval_test.has_labels else None)
+    knn_train, knn_test = labelled_subset(eval_train), labelled_subset(eval_test)
+    held_out = (knn_train, knn_test) if len(knn_train) and len(knn_test) else None
+    trainer = Trainer(method, view_maker, pretrain_set, config, run_dir, held_out=held_out)
     result = trainer.fit(resume=resume_dir is not None)
     summary = {
         "method": config.method["name"],
@@ -236,7 +239,7 @@ def embed_to_file(run_dir: Path, source: str, out: Path, batch_size: int = 512) 
     config, method, _ = load_run(run_dir)
     device = next(method.parameters()).device
     view_maker = build_view_maker(config)
-    channels_last = any(isinstance(m, torch.nn.Conv2d) for m in method.modules())
+    channels_last = uses_convolutions(method)
     if channels_last:
         method.to(memory_format=torch.channels_last)
     out.parent.mkdir(parents=True, exist_ok=True)

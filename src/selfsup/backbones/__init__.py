@@ -31,6 +31,12 @@ for _depth, _factory in (("18", resnet18), ("34", resnet34), ("50", resnet50)):
     BACKBONES[f"resnet{_depth}-small"] = BackboneSpec(_resnet(_factory, True), 64, f"ResNet-{_depth}, small-image stem (3x3/1, no pool) for 28-64 px")
 
 
+def uses_convolutions(module: nn.Module) -> bool:
+    """Whether ``module`` has 2-d convolutions, which run faster on channels-last tensors
+    (oneDNN on CPUs, cuDNN with tensor cores): the trainer and evaluation convert then."""
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
 def build_backbone(name: str, in_channels: int, width: int | None = None) -> tuple[nn.Module, int]:
     """Build a registered backbone; returns (module, feature dimension D)."""
     try:
@@ -43,4 +49,4 @@ def build_backbone(name: str, in_channels: int, width: int | None = None) -> tup
     return module, module.output_dim
 
 
-__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "ResNet", "build_backbone", "resnet18", "resnet34", "resnet50"]
+__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "ResNet", "build_backbone", "uses_convolutions", "resnet18", "resnet34", "resnet50"]

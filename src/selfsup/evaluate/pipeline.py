@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from selfsup.augment.views import ViewMaker, seeded_generator
+from selfsup.backbones import uses_convolutions
 from selfsup.data import ImageSet
 from selfsup.energy import energy_auc
 from selfsup.evaluate.collapse import collapse_report
@@ -23,10 +24,6 @@ from selfsup.evaluate.protocol import accuracy_metrics, raw_pixel_features
 from selfsup.methods import Method
 
 _EVALUATION_SEED = 1234
-
-
-def _channels_last(method: Method) -> bool:
-    return any(isinstance(m, torch.nn.Conv2d) for m in method.modules())
 
 
 @torch.no_grad()
@@ -61,7 +58,7 @@ def energy_and_collapse(
     image i+1, wrapping around), so every image appears once in each role. The energies are
     the method's own ``energy``, so methods that define F differently are measured by it.
     """
-    channels_last = _channels_last(method)
+    channels_last = uses_convolutions(method)
     generator = seeded_generator(_EVALUATION_SEED, 0, device)
     compatible, incompatible, z_a, z_b = [], [], [], []
     chunk = 512
@@ -96,13 +93,15 @@ def evaluate_method(
     """The evaluation part of ``summary.json`` for ``method`` (put in eval mode here)."""
     method.eval()
     result: dict = {}
-    labelled = train_split.has_labels and test_split.has_labels and len(test_split) > 0
-    channels_last = _channels_last(method)
+    held_out = test_split if len(test_split) > 0 else train_split  # energy needs no labels
+    train_split = labelled_subset(train_split)
+    test_split = labelled_subset(test_split)
+    labelled = len(train_split) > 0 and len(test_split) > 0
+    channels_last = uses_convolutions(method)
     if labelled:
         train_x = encode(method.embed, train_split.images, view_maker, device, channels_last, description="embed train")
         test_x = encode(method.embed, test_split.images, view_maker, device, channels_last, description="embed test")
         result.update(_accuracies(train_x, train_split, test_x, test_split, fewshot_seeds))
-    held_out = test_split if len(test_split) > 0 else train_split
     auc, collapse = energy_and_collapse(method, held_out.images[:energy_images], view_maker, device)
     result["energy_auc"] = auc
     result["collapse"] = collapse
@@ -122,6 +121,12 @@ def evaluate_method(
     if baselines:
         result["baselines"] = baselines
     return result
+
+
+def labelled_subset(split: ImageSet) -> ImageSet:
+    """The rows of ``split`` that have a label (folders may mix in unlabelled files)."""
+    keep = torch.nonzero(split.labels >= 0).flatten()
+    return split if len(keep) == len(split) else split.subset(keep, split.name + ":labelled")
 
 
 def _accuracies(train_x, train_split: ImageSet, test_x, test_split: ImageSet, seeds: int) -> dict:

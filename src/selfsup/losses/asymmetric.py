@@ -16,3 +16,9 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool = True
     if stop_gradient:
         z = z.detach()
     return -F.cosine_similarity(p, z, dim=-1).mean()
+
+
+def byol_mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's regression loss (Grill et al. 2020, eq. 2): mean_i ||p_i/|p_i| - sg(z_i)/|z_i| ||^2
+    = 2 - 2 cos(p_i, z_i), with the stop-gradient on the target ``z``."""
+    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()

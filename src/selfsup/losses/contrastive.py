@@ -43,3 +43,36 @@ def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1) -> 
     logits = local @ keys.T / temperature
     logits[torch.arange(2 * batch, device=z_a.device), self_index] = float("-inf")
     return F.cross_entropy(logits, positive_index)
+
+
+def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """MoCo's InfoNCE (He et al. 2020, eq. 1; MoCo v2 T = 0.2):
+
+        L = -mean_i log exp(q_i . k_i / T) / (exp(q_i . k_i / T) + sum_j exp(q_i . n_j / T))
+
+    with q, k and the queued negatives n L2-normalised. ``k`` (from the momentum encoder)
+    and ``queue`` [K, D] receive no gradient. Negatives come from the queue, so the loss
+    needs nothing from other processes; the method enqueues keys gathered from every rank.
+    """
+    q = F.normalize(q, dim=1)
+    k = F.normalize(k.detach(), dim=1)
+    negatives = F.normalize(queue.detach(), dim=1)
+    positive = (q * k).sum(dim=1, keepdim=True)
+    logits = torch.cat([positive, q @ negatives.T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """One direction of MoCo v3's loss (Chen, Xie, He, ICCV 2021, Algorithm 1):
+
+        ctr(q, k) = 2T * CE(q . k_all^T / T, own index)
+
+    with q, k L2-normalised and k_all the keys of the global batch (gathered from every
+    rank without gradient: keys come from the momentum encoder). The method sums
+    ctr(q_a, k_b) + ctr(q_b, k_a). The factor 2T is the paper's, making the loss scale
+    insensitive to T.
+    """
+    q = F.normalize(q, dim=1)
+    keys = F.normalize(distributed.gather(k.detach()), dim=1)
+    labels = torch.arange(len(q), device=q.device) + distributed.rank() * len(q)
+    return F.cross_entropy(q @ keys.T / temperature, labels) * 2 * temperature

@@ -8,11 +8,18 @@ from typing import Any
 from torch import nn
 
 from selfsup.config import ConfigError
+from selfsup.methods.barlow_twins import BarlowTwins
 from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.byol import BYOL
+from selfsup.methods.moco import MoCoV2, MoCoV3
 from selfsup.methods.siamese_naive import SiameseNaive
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.simsiam import SimSiam
+from selfsup.methods.vicreg import VICReg
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (SimCLR, SiameseNaive)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, SiameseNaive)
+}
 
 # Arguments a method receives from the run rather than from its configuration.
 _BUILT_ARGUMENTS = ("self", "backbone", "backbone_dim")
@@ -61,4 +68,7 @@ def build_method(options: dict[str, Any], backbone: nn.Module, backbone_dim: int
     return method_class(name)(backbone, backbone_dim, **resolved)
 
 
-__all__ = ["METHODS", "Method", "StepOutput", "SimCLR", "SiameseNaive", "build_method", "method_defaults", "resolve_method_options"]
+__all__ = [
+    "METHODS", "BYOL", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "SiameseNaive", "SimCLR", "SimSiam", "StepOutput",
+    "VICReg", "build_method", "method_defaults", "resolve_method_options",
+]

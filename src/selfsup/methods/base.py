@@ -43,6 +43,16 @@ class Method(nn.Module):
         super().__init__()
         self.backbone = backbone
 
+    @classmethod
+    def fit_options(cls, options: dict, num_images: int) -> dict:
+        """Hyper-parameters sized to the data set (e.g. MoCo's queue); the resolved values are
+        what ``config.yaml`` records."""
+        return options
+
+    def fixed_lr_modules(self) -> list[nn.Module]:
+        """Modules whose learning rate stays at its base value (SimSiam's predictor)."""
+        return []
+
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
         raise NotImplementedError
 

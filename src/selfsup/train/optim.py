@@ -21,7 +21,7 @@ class LARS(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars_exclude=False)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars_exclude=False, fixed_lr=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -51,15 +51,21 @@ class LARS(torch.optim.Optimizer):
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay; biases and normalisation parameters (1-d) without."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+    """Weights with decay; biases and normalisation parameters (1-d) without; and the same
+    two for the modules of ``model.fixed_lr_modules()`` (if any), flagged ``fixed_lr`` so
+    that the trainer keeps their learning rate at its base value."""
+    fixed = {id(p) for module in getattr(model, "fixed_lr_modules", list)() for p in module.parameters()}
+    groups = []
+    for fixed_lr in (False, True):
+        decay, no_decay = [], []
+        for parameter in model.parameters():
+            if parameter.requires_grad and (id(parameter) in fixed) == fixed_lr:
+                (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+        groups += [
+            {"params": decay, "weight_decay": weight_decay, "fixed_lr": fixed_lr},
+            {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "fixed_lr": fixed_lr},
+        ]
+    return [group for group in groups if group["params"]]
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:

@@ -21,10 +21,12 @@ from tqdm import tqdm
 
 from selfsup import distributed
 from selfsup.augment.views import ViewMaker, seeded_generator
+from selfsup.backbones import uses_convolutions
 from selfsup.config import Config, ConfigError, parse_budget
 from selfsup.data import ImageSet
 from selfsup.evaluate.collapse import CollapseThresholds, collapse_report
 from selfsup.evaluate.knn import knn_accuracy
+from selfsup.evaluate.pipeline import encode
 from selfsup.methods import Method
 from selfsup.train import checkpoint
 from selfsup.train.logging import RunLogger
@@ -89,7 +91,7 @@ class Trainer:
         self.checkpoint_dir = run_dir / "checkpoints"
         self.device = resolve_device(self.train_config.device)
         self.method = method.to(self.device)
-        self.channels_last = any(m.weight.dim() == 4 for m in method.modules() if isinstance(m, torch.nn.Conv2d))
+        self.channels_last = uses_convolutions(method)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.view_maker = view_maker
@@ -208,7 +210,7 @@ class Trainer:
                 # Short runs (small budgets) would spend most of their steps warming up.
                 lr = warmup_cosine(step, total, min(self.warmup_steps, total // 10), self.lr)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = self.lr if group.get("fixed_lr") else lr
 
                 views = self._views(step)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -275,20 +277,13 @@ class Trainer:
         train_split, test_split = self.held_out
         self.method.eval()
         try:
-            train_x = self._embed(train_split.images[:_ONLINE_KNN_TRAIN])
-            test_x = self._embed(test_split.images[:_ONLINE_KNN_TEST])
+            train_x, test_x = (
+                encode(self.method.embed, split.images[:count], self.view_maker, self.device, self.channels_last)
+                for split, count in ((train_split, _ONLINE_KNN_TRAIN), (test_split, _ONLINE_KNN_TEST))
+            )
         finally:
             self.method.train()
         return knn_accuracy(
             train_x, train_split.labels[:_ONLINE_KNN_TRAIN], test_x, test_split.labels[:_ONLINE_KNN_TEST],
             num_classes=train_split.num_classes, k=20,
         )
-
-    def _embed(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(images), batch_size):
-            batch = self.view_maker.eval_view(images[start : start + batch_size].to(self.device))
-            if self.channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            chunks.append(self.method.embed(batch).float().cpu())
-        return torch.cat(chunks)

@@ -1,0 +1,54 @@
+"""Barlow Twins: Self-Supervised Learning via Redundancy Reduction."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.heads import ProjectionHead
+from selfsup.losses import barlow_twins
+from selfsup.methods.base import Method, StepOutput
+
+# The projector width at which the paper's lambda = 0.0051 was tuned.
+_REFERENCE_DIM = 8192
+
+
+class BarlowTwins(Method):
+    """Barlow Twins (Zbontar, Jing, Misra, LeCun, Deny, ICML 2021).
+
+    Backbone and a 3-layer projector (paper: 8192-8192-8192, BN + ReLU on hidden layers)
+    give z for both views; the loss drives the cross-correlation matrix of the batch-
+    normalised embeddings to the identity (eqs. 1-2). ``lambda_offdiag`` is the paper's
+    0.0051 at 8192 dimensions; with D-dimensional embeddings the off-diagonal sum has
+    D(D-1) terms against D diagonal ones, so the weight used is lambda_offdiag x 8192 / D,
+    which keeps the two terms in the paper's balance (set ``scale_lambda=False`` to use
+    lambda_offdiag as given). Paper recipe: LARS, lr 0.2 (weights) x batch/256, weight decay
+    1.5e-6.
+
+    Energy: F(x, y) = 1 - cos(z(x), z(y)).
+    """
+
+    name = "barlow-twins"
+    summary = "regularised: cross-correlation of the two views' embeddings driven to identity (Zbontar et al. 2021)"
+    train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "epochs": 100}
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_dim: int,
+        projection_dim: int = 2048,
+        hidden_dim: int = 2048,
+        lambda_offdiag: float = 0.0051,
+        scale_lambda: bool = True,
+    ):
+        super().__init__(backbone)
+        self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3)
+        self.lambda_offdiag = lambda_offdiag * (_REFERENCE_DIM / projection_dim if scale_lambda else 1.0)
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(images))
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+        z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
+        loss = barlow_twins(z_a, z_b, self.lambda_offdiag)
+        return StepOutput(loss, embeddings=z_a.detach())

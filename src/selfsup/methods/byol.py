@@ -1,0 +1,72 @@
+"""BYOL: Bootstrap Your Own Latent."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.heads import ProjectionHead
+from selfsup.losses import byol_mse
+from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.momentum import MomentumCopy
+from selfsup.train.schedules import cosine_increase
+
+
+class BYOL(Method):
+    """BYOL (Grill et al., NeurIPS 2020).
+
+    Online network: backbone f, projector g (MLP 4096 -> 256, BN), predictor q (same shape).
+    Target network: an exponential moving average of f and g, with momentum tau rising from
+    0.996 to 1 on a cosine over training (sec. 3.2). Loss (eq. 2, symmetrised): the
+    normalised MSE 2 - 2 cos(q(g(f(v))), sg(g'(f'(v')))) over both orderings of the two
+    views. Paper recipe: LARS, lr 0.2 x batch/256, weight decay 1.5e-6; the asymmetric
+    augmentations of the ``byol`` recipe (blur 1.0/0.1, solarise 0/0.2).
+
+    Energy: F(x, y) = 2 - 2 cos(q(g(f(x))), g'(f'(y))), the quantity the loss minimises.
+    """
+
+    name = "byol"
+    summary = "asymmetric: online predictor regresses an EMA target, no negatives (Grill et al. 2020)"
+    default_recipe = "byol"
+    train_recipe = {"optimizer": "lars", "lr": 1.0, "weight_decay": 1e-5, "epochs": 100}
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_dim: int,
+        projection_dim: int = 256,
+        hidden_dim: int = 4096,
+        base_momentum: float = 0.996,
+    ):
+        super().__init__(backbone)
+        self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
+        self.predictor = ProjectionHead(projection_dim, hidden_dim, projection_dim, layers=2)
+        self.target_backbone = MomentumCopy(backbone)
+        self.target_projector = MomentumCopy(self.projector)
+        self.base_momentum = base_momentum
+        self.momentum = base_momentum
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(images))
+
+    def _target(self, images: torch.Tensor) -> torch.Tensor:
+        return self.target_projector(self.target_backbone(images))
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+        both = torch.cat([views[0], views[1]])
+        z = self.project(both)
+        p_a, p_b = self.predictor(z).chunk(2)
+        target_a, target_b = self._target(both).chunk(2)
+        loss = byol_mse(p_a, target_b) + byol_mse(p_b, target_a)
+        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z.chunk(2)[0].detach())
+
+    @torch.no_grad()
+    def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        prediction = self.predictor(self.project(x))
+        return 2 - 2 * torch.nn.functional.cosine_similarity(prediction, self._target(y), dim=-1)
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        # A function of the step, not a running state: resuming needs nothing saved.
+        self.momentum = cosine_increase(step, total_steps, self.base_momentum)
+        self.target_backbone.update(self.backbone, self.momentum)
+        self.target_projector.update(self.projector, self.momentum)

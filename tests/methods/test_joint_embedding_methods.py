@@ -1,0 +1,105 @@
+"""Each joint-embedding method trains on tiny digits: its loss falls and it does not collapse."""
+
+import pytest
+import torch
+
+from selfsup import runs
+from selfsup.backbones import build_backbone
+from selfsup.methods import METHODS, BYOL, MoCoV2, MoCoV3, SimSiam, build_method
+from selfsup.train.logging import read_metrics
+from selfsup.train.optim import build_optimizer
+from selfsup.train.schedules import cosine_increase
+
+SMALL_HEADS = {
+    "simclr": ["method.hidden_dim=64", "method.projection_dim=32"],
+    "moco-v2": ["method.hidden_dim=64", "method.projection_dim=32", "method.momentum=0.99"],
+    "moco-v3": ["method.hidden_dim=64", "method.projection_dim=32", "method.temperature=0.2"],
+    "byol": ["method.hidden_dim=64", "method.projection_dim=32"],
+    "simsiam": ["method.projection_dim=64", "method.predictor_dim=16"],
+    "barlow-twins": ["method.hidden_dim=64", "method.projection_dim=64"],
+    "vicreg": ["method.hidden_dim=64", "method.projection_dim=64"],
+}
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n not in ("simclr", "siamese-naive")])
+def test_method_lowers_its_loss_without_collapsing(tmp_path, tiny_overrides, name):
+    from selfsup import config as config_module
+    from selfsup.config import Config
+
+    overrides = [o for o in tiny_overrides if not o.startswith("method.")]
+    config = config_module.apply_overrides(
+        Config(), overrides + [f"method.name={name}", *SMALL_HEADS[name], "train.epochs=6", "eval.baselines=false", f"out={tmp_path / 'run'}"]
+    )
+    summary = runs.pretrain(config)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert not summary["collapse"]["collapsed"], summary["collapse"]
+
+
+def _tiny(cls, **options):
+    torch.manual_seed(0)
+    backbone, dim = build_backbone("convnet-small", 1, width=4)
+    return build_method({"name": cls.name, **options}, backbone, dim)
+
+
+def test_momentum_schedules_reach_their_endpoints():
+    assert cosine_increase(0, 100, 0.996) == pytest.approx(0.996)
+    assert cosine_increase(100, 100, 0.996) == pytest.approx(1.0)
+    byol = _tiny(BYOL, hidden_dim=16, projection_dim=8)
+    byol.on_step_end(0, 10)
+    assert byol.momentum == pytest.approx(0.996)
+    byol.on_step_end(10, 10)
+    assert byol.momentum == pytest.approx(1.0)
+    moco = _tiny(MoCoV3, hidden_dim=16, projection_dim=8)
+    moco.on_step_end(5, 10)
+    assert moco.momentum == pytest.approx(0.995)
+
+
+def test_momentum_update_is_an_exponential_moving_average():
+    byol = _tiny(BYOL, hidden_dim=16, projection_dim=8)
+    online = next(byol.backbone.parameters())
+    target = next(byol.target_backbone.parameters())
+    with torch.no_grad():
+        online.add_(1.0)
+    before = target.detach().clone()
+    byol.on_step_end(0, 10)  # momentum 0.996
+    assert torch.allclose(target, 0.996 * before + 0.004 * online)
+    assert target.grad is None and not target.requires_grad
+
+
+def test_moco_queue_enqueues_in_order_and_wraps_around():
+    moco = _tiny(MoCoV2, hidden_dim=16, projection_dim=4, queue_size=5)
+    keys = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    moco._enqueue(keys)
+    assert torch.equal(moco.queue[:3], keys) and moco.queue_position.item() == 3
+    more = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    moco._enqueue(more)
+    assert torch.equal(moco.queue[3:], more[:2]) and torch.equal(moco.queue[0], more[2])
+    assert moco.queue_position.item() == 1
+
+
+def test_moco_queue_is_fitted_to_the_data():
+    options = {"name": "moco-v2", "queue_size": 0}
+    assert MoCoV2.fit_options(options, 60000)["queue_size"] == 15000
+    assert MoCoV2.fit_options(options, 10_000_000)["queue_size"] == 65536
+    assert MoCoV2.fit_options({"name": "moco-v2", "queue_size": 512}, 60000)["queue_size"] == 512
+
+
+def test_stop_gradient_keeps_targets_out_of_the_graph():
+    simsiam = _tiny(SimSiam, projection_dim=16, predictor_dim=4)
+    views = [torch.randn(8, 1, 16, 16), torch.randn(8, 1, 16, 16)]
+    simsiam(views).loss.backward()
+    assert all(p.grad is not None for p in simsiam.predictor.parameters())
+    byol = _tiny(BYOL, hidden_dim=16, projection_dim=8)
+    byol(views).loss.backward()
+    assert all(p.grad is None for p in byol.target_backbone.parameters())
+    assert all(p.grad is not None for p in byol.predictor.parameters())
+
+
+def test_simsiam_predictor_keeps_a_fixed_learning_rate():
+    simsiam = _tiny(SimSiam, projection_dim=16, predictor_dim=4)
+    optimizer = build_optimizer("sgd", simsiam, lr=0.05, weight_decay=1e-4, momentum=0.9)
+    predictor = {id(p) for p in simsiam.predictor.parameters()}
+    for group in optimizer.param_groups:
+        assert group["fixed_lr"] == all(id(p) in predictor for p in group["params"])
+    assert sum(len(g["params"]) for g in optimizer.param_groups if g["fixed_lr"]) == len(list(simsiam.predictor.parameters()))
