@@ -111,7 +111,10 @@ def _run(args: argparse.Namespace) -> int:
             summary = runs.pretrain(Config(), resume_dir=args.resume)
         else:
             summary = runs.pretrain(config_from_args(args))
-        print(format_summary(summary))
+        from selfsup import distributed
+
+        if distributed.is_main_process():  # under torchrun, one table
+            print(format_summary(summary))
         return 0
     if args.command == "evaluate":
         print(format_summary(runs.evaluate_run(args.run_dir)))

@@ -79,6 +79,8 @@ class TrainConfig:
     momentum: float = 0.9
     warmup_epochs: float = 1.0
     """Linear learning-rate warm-up, capped at a tenth of the run; then a cosine decay to 0."""
+    sync_batchnorm: bool = False
+    """Under torchrun, compute BatchNorm statistics over the global batch (SyncBatchNorm)."""
     clip_grad: float | None = None
     """Clip the global gradient norm to this value; null = no clipping."""
     seed: int = 0

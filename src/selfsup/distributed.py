@@ -33,7 +33,8 @@ def rank() -> int:
 
 
 def is_main_process() -> bool:
-    return rank() == 0
+    """Rank 0 of the process group, or of the torchrun launch once the group is gone."""
+    return rank() == 0 if is_initialized() else int(os.environ.get("RANK", "0")) == 0
 
 
 def init_from_environment(device: torch.device) -> bool:
@@ -45,9 +46,25 @@ def init_from_environment(device: torch.device) -> bool:
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return True
+
+
+def broadcast_object(value):
+    """Rank 0's ``value`` on every rank (e.g. a run directory named after the time)."""
+    if world_size() == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def shutdown() -> None:
+    if is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from selfsup import config as config_module
+from selfsup import distributed
 from selfsup.augment.views import RECIPES, ViewMaker
 from selfsup.backbones import build_backbone, uses_convolutions
 from selfsup.config import Config, ConfigError
@@ -143,17 +144,24 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
         run_dir = Path(config.out) if config.out else default_run_dir(config)
         if checkpoint.latest_checkpoint(run_dir / "checkpoints") is not None:
             raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
+    # Under torchrun every process runs this function; rank 0 names the run and writes files.
+    launched_here = not distributed.is_initialized() and distributed.init_from_environment(resolve_device(config.train.device))
+    main = distributed.is_main_process()
+    run_dir = Path(distributed.broadcast_object(str(run_dir)))
     pretrain_set, eval_train, eval_test = load_data(config)
     if resume_dir is None:
         config = resolve(config, pretrain_set)
         config = dataclasses.replace(config, out=str(run_dir))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / CONFIG_FILE, config.to_yaml())
-    if pretrain_set.skipped:
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(run_dir / CONFIG_FILE, config.to_yaml())
+    if pretrain_set.skipped and main:
         write_atomic(run_dir / SKIPPED_FILE, describe_skipped(pretrain_set.skipped))
         say(f"skipped {len(pretrain_set.skipped)} unreadable file(s), listed in {run_dir / SKIPPED_FILE}")
-    say(f"run directory: {run_dir}")
-    say(f"data: {pretrain_set.name}, {len(pretrain_set)} images {tuple(pretrain_set.images.shape[1:])}")
+    distributed.barrier()
+    if main:
+        say(f"run directory: {run_dir}" + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""))
+        say(f"data: {pretrain_set.name}, {len(pretrain_set)} images {tuple(pretrain_set.images.shape[1:])}")
 
     method = build_model(config)
     view_maker = build_view_maker(config)
@@ -165,6 +173,7 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
         "method": config.method["name"],
         "data": config.data.source,
         "backbone": config.backbone.name,
+        "processes": distributed.world_size(),
         "steps": result.steps,
         "epochs": round(result.epochs, 3),
         "seconds": round(result.seconds, 2),
@@ -173,9 +182,15 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
         "collapse_alarm_step": result.collapse_alarm_step,
         "skipped_files": len(pretrain_set.skipped),
     }
+    if not main:  # evaluation and the summary are rank 0's
+        if launched_here:
+            distributed.shutdown()
+        return summary
     if config.eval.enabled:
         summary.update(evaluate_trained(method, view_maker, config, eval_train, eval_test, trainer.device))
     write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+    if launched_here:
+        distributed.shutdown()
     return summary
 
 

@@ -90,6 +90,10 @@ class Trainer:
         self.run_dir = run_dir
         self.checkpoint_dir = run_dir / "checkpoints"
         self.device = resolve_device(self.train_config.device)
+        if self.train_config.sync_batchnorm and distributed.world_size() > 1:
+            if self.device.type != "cuda":
+                raise ConfigError("train.sync_batchnorm=true needs CUDA: torch's SyncBatchNorm does not run on the CPU")
+            method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
         self.method = method.to(self.device)
         self.channels_last = uses_convolutions(method)
         if self.channels_last:
