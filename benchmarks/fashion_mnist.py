@@ -65,7 +65,9 @@ def main() -> None:
         config = config_module.apply_overrides(
             Config(),
             [f"method.name={name}", "data.source=fashion-mnist", f"train.budget={args.budget}",
-             f"out={Path(args.out) / f'{name}-{stamp}'}", *args.overrides],
+             f"out={Path(args.out) / f'{name}-{stamp}'}", *args.overrides,
+             # The baselines do not depend on the method: measure them once.
+             *([] if baselines is None else ["eval.baselines=false"])],
         )
         summary = runs.pretrain(config)
         summaries[name] = summary
@@ -88,7 +90,8 @@ def main() -> None:
     )
     print(table)
     if not args.no_write:
-        update_section(f"fashion-mnist-{'cuda' if torch.cuda.is_available() else 'cpu'}", body)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        update_section(f"fashion-mnist-{device}-{args.method}-{args.budget}", body)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from selfsup.train import checkpoint
 
 
-def torchrun(run, overrides, *extra):
+def torchrun(run, overrides, *extra, length=("--epochs", "2")):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "selfsup.cli", "pretrain", "--epochs", "2", "--batch-size", "32", "--out", str(run),
+        "-m", "selfsup.cli", "pretrain", *length, "--batch-size", "32", "--out", str(run),
         "eval.baselines=false", *[o for o in overrides if not o.startswith("train.batch_size")], *extra,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -36,3 +36,14 @@ def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path, tiny_overrides):
     result = torchrun(tmp_path / "run", tiny_overrides, "train.sync_batchnorm=true")
     assert result.returncode != 0
     assert "train.sync_batchnorm=true needs CUDA" in result.stderr
+
+
+def test_a_budget_stops_every_process_at_the_same_step(tmp_path, tiny_overrides):
+    run = tmp_path / "run"
+    result = torchrun(run, tiny_overrides, "eval.enabled=false", length=("--budget", "4s"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    # The schedule is fitted to the budget, so the run ends by one or the other, in time,
+    # and no process is left waiting in a collective for another.
+    assert summary["stopped_by"] in ("budget", "schedule") and summary["steps"] > 0
+    assert summary["seconds"] < 8

@@ -61,6 +61,15 @@ def broadcast_object(value):
     return holder[0]
 
 
+def broadcast_int(value: int) -> int:
+    """Rank 0's integer on every rank, cheaply (a tensor broadcast, for per-step decisions)."""
+    if world_size() == 1:
+        return value
+    holder = torch.tensor([value], dtype=torch.long)
+    dist.broadcast(holder, src=0)
+    return int(holder.item())
+
+
 def shutdown() -> None:
     if is_initialized():
         dist.barrier()

@@ -25,6 +25,7 @@ from selfsup.augment.views import RECIPES, ViewMaker
 from selfsup.backbones import build_backbone, uses_convolutions
 from selfsup.config import Config, ConfigError
 from selfsup.data import DataError, ImageSet, default_source, describe_skipped, iter_folder_batches, load_splits
+from selfsup.data.folder import scan_folder
 from selfsup.evaluate.pipeline import encode, evaluate_method, labelled_subset
 from selfsup.methods import Method, build_method, method_class, resolve_method_options
 from selfsup.train import checkpoint
@@ -268,8 +269,6 @@ def embed_to_file(run_dir: Path, source: str, out: Path, batch_size: int = 512) 
 
     if not Path(source).is_dir():
         raise DataError(f"--data {source!r} is neither fashion-mnist, digits nor a folder")
-    from selfsup.data.folder import scan_folder
-
     paths, _ = scan_folder(source)
     rows = np.lib.format.open_memmap(out.with_suffix(".partial.npy"), mode="w+", dtype=np.float32, shape=(len(paths), dim))
     written, skipped, names = 0, [], []

@@ -58,7 +58,7 @@ def test_momentum_schedules_reach_their_endpoints():
 def test_momentum_update_is_an_exponential_moving_average():
     byol = _tiny(BYOL, hidden_dim=16, projection_dim=8)
     online = next(byol.backbone.parameters())
-    target = next(byol.target_backbone.parameters())
+    target = next(byol.target.backbone.parameters())
     with torch.no_grad():
         online.add_(1.0)
     before = target.detach().clone()
@@ -92,7 +92,7 @@ def test_stop_gradient_keeps_targets_out_of_the_graph():
     assert all(p.grad is not None for p in simsiam.predictor.parameters())
     byol = _tiny(BYOL, hidden_dim=16, projection_dim=8)
     byol(views).loss.backward()
-    assert all(p.grad is None for p in byol.target_backbone.parameters())
+    assert all(p.grad is None for p in byol.target.parameters())
     assert all(p.grad is not None for p in byol.predictor.parameters())
 
 

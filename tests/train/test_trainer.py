@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file
 
 from selfsup import runs
-from selfsup.config import Config
 from selfsup.train import checkpoint
 from selfsup.train.logging import read_metrics
 from selfsup.train.trainer import TrainingDiverged

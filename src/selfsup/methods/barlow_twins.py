@@ -45,9 +45,6 @@ class BarlowTwins(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3)
         self.lambda_offdiag = lambda_offdiag * (_REFERENCE_DIM / projection_dim if scale_lambda else 1.0)
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(images))
-
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
         z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
         loss = barlow_twins(z_a, z_b, self.lambda_offdiag)

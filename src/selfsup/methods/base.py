@@ -22,7 +22,8 @@ class Method(nn.Module):
     """An SSL method: a backbone, its heads, the per-step state, and an energy F(x, y).
 
     Subclasses implement :meth:`forward` (a training step on a list of views, global crops
-    first) and :meth:`project` (the embedding the objective compares). The base class gives
+    first) and, unless they have a ``projector`` on the backbone, :meth:`project` (the
+    embedding the objective compares). The base class gives
     :meth:`embed` (backbone features, what evaluation uses), :meth:`energy` (low when the two
     images are views of one another, by default 1 - cosine of the projected embeddings) and
     a no-op :meth:`on_step_end` for methods with momentum encoders, queues or schedules.
@@ -57,8 +58,9 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
-        """The embedding the objective compares, [B, D'] (e.g. the projector output)."""
-        raise NotImplementedError
+        """The embedding the objective compares, [B, D']: projector(backbone(images)) for
+        methods with a ``projector``; methods that compare something else override it."""
+        return self.projector(self.backbone(images))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from torch import nn
 from selfsup.heads import ProjectionHead
 from selfsup.losses import byol_mse
 from selfsup.methods.base import Method, StepOutput
-from selfsup.methods.momentum import MomentumCopy
+from selfsup.methods.momentum import MomentumEncoder
 from selfsup.train.schedules import cosine_increase
 
 
@@ -41,32 +41,24 @@ class BYOL(Method):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
         self.predictor = ProjectionHead(projection_dim, hidden_dim, projection_dim, layers=2)
-        self.target_backbone = MomentumCopy(backbone)
-        self.target_projector = MomentumCopy(self.projector)
+        self.target = MomentumEncoder(backbone, self.projector)
         self.base_momentum = base_momentum
         self.momentum = base_momentum
-
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(images))
-
-    def _target(self, images: torch.Tensor) -> torch.Tensor:
-        return self.target_projector(self.target_backbone(images))
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
         both = torch.cat([views[0], views[1]])
         z = self.project(both)
         p_a, p_b = self.predictor(z).chunk(2)
-        target_a, target_b = self._target(both).chunk(2)
+        target_a, target_b = self.target(both).chunk(2)
         loss = byol_mse(p_a, target_b) + byol_mse(p_b, target_a)
         return StepOutput(loss, {"momentum": self.momentum}, embeddings=z.chunk(2)[0].detach())
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         prediction = self.predictor(self.project(x))
-        return 2 - 2 * torch.nn.functional.cosine_similarity(prediction, self._target(y), dim=-1)
+        return 2 - 2 * torch.nn.functional.cosine_similarity(prediction, self.target(y), dim=-1)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         # A function of the step, not a running state: resuming needs nothing saved.
         self.momentum = cosine_increase(step, total_steps, self.base_momentum)
-        self.target_backbone.update(self.backbone, self.momentum)
-        self.target_projector.update(self.projector, self.momentum)
+        self.target.update(self.backbone, self.projector, self.momentum)

@@ -11,7 +11,7 @@ from selfsup import distributed
 from selfsup.heads import ProjectionHead
 from selfsup.losses import moco_info_nce, moco_v3_contrastive
 from selfsup.methods.base import Method, StepOutput
-from selfsup.methods.momentum import MomentumCopy
+from selfsup.methods.momentum import MomentumEncoder
 from selfsup.train.schedules import cosine_increase
 
 
@@ -53,8 +53,7 @@ class MoCoV2(Method):
     ):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2, hidden_norm=False)
-        self.key_backbone = MomentumCopy(backbone)
-        self.key_projector = MomentumCopy(self.projector)
+        self.key_encoder = MomentumEncoder(backbone, self.projector)
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
         queue = nn.functional.normalize(torch.randn(queue_size or 65536, projection_dim), dim=1)
         self.register_buffer("queue", queue)
@@ -66,14 +65,11 @@ class MoCoV2(Method):
             options = dict(options, queue_size=max(256, min(65536, num_images // 4)))
         return options
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(images))
-
     def _keys(self, images: torch.Tensor) -> torch.Tensor:
         groups = min(self.bn_groups, len(images))
         keys = torch.empty(len(images), self.queue.shape[1], device=images.device, dtype=images.dtype)
         for group in range(groups):
-            keys[group::groups] = self.key_projector(self.key_backbone(images[group::groups]))
+            keys[group::groups] = self.key_encoder(images[group::groups])
         return keys
 
     def _queries(self, images: torch.Tensor) -> torch.Tensor:
@@ -96,11 +92,10 @@ class MoCoV2(Method):
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return 1 - nn.functional.cosine_similarity(self.project(x), self.key_projector(self.key_backbone(y)), dim=-1)
+        return 1 - nn.functional.cosine_similarity(self.project(x), self.key_encoder(y), dim=-1)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        self.key_backbone.update(self.backbone, self.momentum)
-        self.key_projector.update(self.projector, self.momentum)
+        self.key_encoder.update(self.backbone, self.projector, self.momentum)
 
 
 class MoCoV3(Method):
@@ -131,30 +126,22 @@ class MoCoV3(Method):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3, output_norm=True)
         self.predictor = ProjectionHead(projection_dim, hidden_dim, projection_dim, layers=2, output_norm=True)
-        self.key_backbone = MomentumCopy(backbone)
-        self.key_projector = MomentumCopy(self.projector)
+        self.key_encoder = MomentumEncoder(backbone, self.projector)
         self.temperature, self.base_momentum = temperature, base_momentum
         self.momentum = base_momentum
-
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(images))
-
-    def _keys(self, images: torch.Tensor) -> torch.Tensor:
-        return self.key_projector(self.key_backbone(images))
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
         both = torch.cat([views[0], views[1]])
         z = self.project(both)
         q_a, q_b = self.predictor(z).chunk(2)
-        k_a, k_b = self._keys(both).chunk(2)
+        k_a, k_b = self.key_encoder(both).chunk(2)
         loss = moco_v3_contrastive(q_a, k_b, self.temperature) + moco_v3_contrastive(q_b, k_a, self.temperature)
         return StepOutput(loss, {"momentum": self.momentum}, embeddings=z.chunk(2)[0].detach())
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return 1 - nn.functional.cosine_similarity(self.predictor(self.project(x)), self._keys(y), dim=-1)
+        return 1 - nn.functional.cosine_similarity(self.predictor(self.project(x)), self.key_encoder(y), dim=-1)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.momentum = cosine_increase(step, total_steps, self.base_momentum)
-        self.key_backbone.update(self.backbone, self.momentum)
-        self.key_projector.update(self.projector, self.momentum)
+        self.key_encoder.update(self.backbone, self.projector, self.momentum)

@@ -28,9 +28,6 @@ class SiameseNaive(Method):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(images))
-
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
         z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
         loss = negative_cosine(z_a, z_b, stop_gradient=False)

@@ -44,9 +44,6 @@ class SimCLR(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
         self.temperature = temperature
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(images))
-
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
         view_a, view_b = views[0], views[1]
         # One backbone call on both views: one pass of larger matrices is faster, and BN

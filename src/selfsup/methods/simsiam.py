@@ -34,9 +34,6 @@ class SimSiam(Method):
     def fixed_lr_modules(self) -> list[nn.Module]:
         return [self.predictor]
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(images))
-
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
         z = self.project(torch.cat([views[0], views[1]]))
         z_a, z_b = z.chunk(2)

@@ -39,9 +39,6 @@ class VICReg(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3)
         self.weights = (sim_weight, var_weight, cov_weight)
 
-    def project(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(images))
-
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
         z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
         loss = vicreg(z_a, z_b, *self.weights)

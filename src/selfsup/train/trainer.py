@@ -206,8 +206,8 @@ class Trainer:
         self.method.train()
         try:
             while step < (self.planned_steps or provisional_steps):
-                elapsed = time.perf_counter() - start
-                if self.budget is not None and elapsed >= self.budget:
+                # Rank 0's clock decides for every process, so that all stop at the same step.
+                if self.budget is not None and distributed.broadcast_int(int(time.perf_counter() - start >= self.budget)):
                     stopped_by = "budget"
                     break
                 total = self.planned_steps or provisional_steps
@@ -219,7 +219,7 @@ class Trainer:
                 views = self._views(step)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                     output = self.method(views)
-                loss_value = output.loss.item()
+                loss_value = distributed.all_reduce_mean(output.loss.detach()).item()
                 if not math.isfinite(loss_value):
                     logger.log(step, {"loss": loss_value, "event": "diverged"})
                     raise TrainingDiverged(f"loss is {loss_value} at step {step}; training stopped, {self._last_good()}")
@@ -238,7 +238,7 @@ class Trainer:
                 if self.planned_steps is None and step - steps_at_start == _CALIBRATION_STEPS.stop:
                     seconds_per_step = (time.perf_counter() - calibration_start) / len(_CALIBRATION_STEPS)
                     remaining = self.budget - (time.perf_counter() - start)
-                    self.planned_steps = max(step + 1, step + int(_BUDGET_SAFETY * remaining / seconds_per_step))
+                    self.planned_steps = distributed.broadcast_int(max(step + 1, step + int(_BUDGET_SAFETY * remaining / seconds_per_step)))
                     progress.total = self.planned_steps
                     progress.refresh()
                     logger.message(
