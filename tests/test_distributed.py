@@ -62,3 +62,30 @@ def test_loss_split_over_processes_equals_one_process(name):
         assert value == pytest.approx(expected.item(), rel=1e-10)
         assert torch.allclose(grad_a, whole_a.grad[rank * share : (rank + 1) * share], atol=1e-12)
         assert torch.allclose(grad_b, whole_b.grad[rank * share : (rank + 1) * share], atol=1e-12)
+
+
+def _moco_worker(rank: int, port: int, results) -> None:
+    from selfsup.backbones import build_backbone
+    from selfsup.methods import build_method
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        torch.manual_seed(0)  # the same initial weights and queue on every rank
+        backbone, dim = build_backbone("convnet-small", 1, width=4)
+        moco = build_method({"name": "moco-v2", "hidden_dim": 16, "projection_dim": 8, "queue_size": 10}, backbone, dim)
+        views = [torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(rank + s)) for s in (10, 20)]
+        moco(views)
+        results[rank] = (moco.queue.clone(), moco.queue_position.item(), moco._keys(views[1]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_moco_queue_enqueues_the_keys_of_every_rank_in_rank_order():
+    results = mp.Manager().dict()
+    mp.spawn(_moco_worker, args=(_free_port(), results), nprocs=WORLD, join=True)
+    queue_0, position_0, keys_0 = results[0]
+    queue_1, position_1, keys_1 = results[1]
+    assert torch.equal(queue_0, queue_1) and position_0 == position_1 == 6
+    expected = torch.nn.functional.normalize(torch.cat([keys_0, keys_1]), dim=1)
+    assert torch.allclose(queue_0[:6], expected, atol=1e-6)
