@@ -1,11 +1,16 @@
 """The summary table on Fashion-MNIST after a fixed wall-clock training budget.
 
-    python benchmarks/fashion_mnist.py --budget 15m [--method simclr | all] [key=value ...]
+    python benchmarks/fashion_mnist.py --budget 15m [--method simclr | paws | all] [key=value ...]
+    python benchmarks/fashion_mnist.py --collect RUN_DIR [RUN_DIR ...]
 
 Each method is pretrained for the same budget with its default recipe (overrides apply to
 every method), evaluated with the protocol of DESIGN.md, and shown beside raw pixels and the
-same backbone at random initialisation, measured in the same run. The table goes into
-BENCHMARKS.md under the device it ran on.
+same backbone at random initialisation, measured in the same run. PAWS, the semi-supervised
+method, gets one run and one row per number of labels per class (``--labels-per-class``).
+The table goes into BENCHMARKS.md under the device it ran on.
+
+``--collect`` builds the table from finished run directories instead, so that methods can be
+trained in separate processes (one per core or per machine) and shown together.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from selfsup import config as config_module
 from selfsup import runs
 from selfsup.config import Config
 from selfsup.data import fashion_mnist_available
-from selfsup.methods import METHODS
+from selfsup.methods import METHODS, method_defaults
 
 # Methods that exist to be flagged (collapse examples), not to be picked.
 DIAGNOSTIC_METHODS = ("siamese-naive",)
+RAW_PIXELS_REFERENCE = {"knn_top1": 0.846, "linear_top1": 0.844, "fewshot": {"1": 0.499, "10": 0.701, "100": 0.791}}
+HEADER = ["features", "kNN k=20", "kNN k=200", "linear", "1-shot", "10-shot", "100-shot", "energy AUC", "eff. rank", "img/s", "steps"]
 
 
 def percent(value) -> str:
@@ -40,58 +47,94 @@ def row(name: str, metrics: dict, summary: dict | None = None) -> list[str]:
         return cells + ["-", "-", "-", "-"]
     collapse = summary["collapse"]
     return cells + [
-        f"{summary['energy_auc']:.3f}",
+        f"{summary['energy_auc']:.3f}" + (" (collapsed)" if collapse["collapsed"] else ""),
         f"{collapse['effective_rank']:.1f}",
         f"{summary['images_per_second']:,.0f}",
         f"{summary['steps']} ({summary['epochs']:.1f} ep)",
     ]
 
 
+def run_label(run_dir: Path) -> str:
+    """The row name of a run: the method, and for semi-supervised ones the labels it saw."""
+    options = config_module.load(run_dir / runs.CONFIG_FILE).method
+    labels = options.get("labels_per_class")
+    return options["name"] + (f" ({labels} labels/class)" if labels else "")
+
+
+def pretrain_all(names: list[str], labels_per_class: list[int], budget: str, out: Path, overrides: list[str]) -> list[Path]:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dirs: list[Path] = []
+    for name in names:
+        semi_supervised = "labels_per_class" in method_defaults(name)
+        for labels in labels_per_class if semi_supervised else [None]:
+            suffix = "" if labels is None else f"-{labels}-labels"
+            run_dir = out / f"{name}{suffix}-{stamp}"
+            config = config_module.apply_overrides(
+                Config(),
+                [f"method.name={name}", "data.source=fashion-mnist", f"train.budget={budget}", f"out={run_dir}", *overrides,
+                 *([] if labels is None else [f"method.labels_per_class={labels}"]),
+                 # The baselines do not depend on the method: measure them once.
+                 *([] if not run_dirs else ["eval.baselines=false"])],
+            )
+            summary = runs.pretrain(config)
+            print(json.dumps({k: summary[k] for k in ("method", "knn_top1", "linear_top1", "fewshot", "energy_auc")}))
+            run_dirs.append(run_dir)
+    return run_dirs
+
+
+def table(run_dirs: list[Path]) -> tuple[str, dict]:
+    """The markdown table of the runs, with the baselines of the first run that measured them."""
+    rows, baselines, first = [], None, None
+    for run_dir in run_dirs:
+        summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
+        first = first or summary
+        rows.append(row(run_label(run_dir), summary, summary))
+        baselines = baselines or summary.get("baselines")
+    if baselines is None:
+        raise SystemExit("none of the runs measured the baselines (eval.baselines=true)")
+    rows.append(row("raw pixels (measured here)", baselines["raw_pixels"]))
+    rows.append(row("raw pixels (DESIGN.md reference)", RAW_PIXELS_REFERENCE))
+    rows.append(row(f"random init ({first['backbone']})", baselines["random_init"]))
+    return markdown_table(HEADER, rows), first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="15m", help="training wall-clock budget per method")
     parser.add_argument("--method", default="simclr", help="a method, a comma-separated list, or 'all'")
-    parser.add_argument("--out", default="runs/benchmark-fashion-mnist", help="parent folder of the runs")
+    parser.add_argument("--labels-per-class", default="1,10,100", help="PAWS: one run per value (comma-separated)")
+    parser.add_argument("--out", default="runs/benchmark-fashion-mnist", type=Path, help="parent folder of the runs")
+    parser.add_argument("--collect", nargs="+", type=Path, metavar="RUN_DIR", help="tabulate finished runs instead of training")
+    parser.add_argument("--section", help="BENCHMARKS.md section name (default from the device, methods and budget)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    if not fashion_mnist_available():
-        raise SystemExit("Fashion-MNIST is not installed: apt-get install -y dataset-fashion-mnist")
 
-    names = [m for m in METHODS if m not in DIAGNOSTIC_METHODS] if args.method == "all" else args.method.split(",")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows, baselines, summaries = [], None, {}
-    for name in names:
-        config = config_module.apply_overrides(
-            Config(),
-            [f"method.name={name}", "data.source=fashion-mnist", f"train.budget={args.budget}",
-             f"out={Path(args.out) / f'{name}-{stamp}'}", *args.overrides,
-             # The baselines do not depend on the method: measure them once.
-             *([] if baselines is None else ["eval.baselines=false"])],
-        )
-        summary = runs.pretrain(config)
-        summaries[name] = summary
-        print(json.dumps({k: summary[k] for k in ("method", "knn_top1", "linear_top1", "fewshot", "energy_auc")}))
-        rows.append(row(name, summary, summary))
-        baselines = baselines or summary.get("baselines")
+    if args.collect:
+        run_dirs = args.collect
+        budget = config_module.load(run_dirs[0] / runs.CONFIG_FILE).train.budget
+        command = "python benchmarks/fashion_mnist.py --collect " + " ".join(f"runs/{d.name}" for d in run_dirs)
+        method = "all"
+    else:
+        if not fashion_mnist_available():
+            raise SystemExit("Fashion-MNIST is not installed: apt-get install -y dataset-fashion-mnist")
+        names = [m for m in METHODS if m not in DIAGNOSTIC_METHODS] if args.method == "all" else args.method.split(",")
+        labels = [int(n) for n in args.labels_per_class.split(",")]
+        run_dirs = pretrain_all(names, labels, args.budget, args.out, args.overrides)
+        budget, method = args.budget, args.method
+        command = f"python benchmarks/fashion_mnist.py --budget {args.budget} --method {args.method}" + "".join(f" {o}" for o in args.overrides)
 
-    reference = {"knn_top1": 0.846, "linear_top1": 0.844, "fewshot": {"1": 0.499, "10": 0.701, "100": 0.791}}
-    rows.append(row("raw pixels (measured here)", baselines["raw_pixels"]))
-    rows.append(row("raw pixels (DESIGN.md reference)", reference))
-    rows.append(row(f"random init ({summaries[names[0]]['backbone']})", baselines["random_init"]))
-    header = ["features", "kNN k=20", "kNN k=200", "linear", "1-shot", "10-shot", "100-shot", "energy AUC", "eff. rank", "img/s", "steps"]
-    table = markdown_table(header, rows)
-    first = summaries[names[0]]
-    command = f"python benchmarks/fashion_mnist.py --budget {args.budget} --method {args.method}" + "".join(f" {o}" for o in args.overrides)
+    markdown, first = table(run_dirs)
+    config = config_module.load(run_dirs[0] / runs.CONFIG_FILE)
     body = (
-        f"Machine: {machine()}. Budget {args.budget} of training per method (evaluation excluded), "
-        f"backbone `{first['backbone']}`, accuracies in % on the 10,000 test images "
-        f"(few-shot: mean over {config.eval.fewshot_seeds} seeds).\n\n{table}\n\n`{command}`"
+        f"Machine: {machine()}. Budget {budget} of training per method (evaluation excluded), "
+        f"backbone `{first['backbone']}`, global crops of {config.augment.global_size} px, accuracies in % on the "
+        f"10,000 test images (few-shot: mean over {config.eval.fewshot_seeds} seeds).\n\n{markdown}\n\n`{command}`"
     )
-    print(table)
+    print(markdown)
     if not args.no_write:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        update_section(f"fashion-mnist-{device}-{args.method}-{args.budget}", body)
+        update_section(args.section or f"fashion-mnist-{device}-{method}-{budget}", body)
 
 
 if __name__ == "__main__":

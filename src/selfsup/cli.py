@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--budget", help="wall-clock training budget, e.g. 15m, 90s, 2h")
     pretrain.add_argument("--batch-size", type=int)
     pretrain.add_argument("--seed", type=int)
+    pretrain.add_argument("--labels-per-class", type=int, help="semi-supervised methods (paws): labels per class the run may use")
     pretrain.add_argument("--out", help="run directory (default runs/<method>-<data>-<time>)")
     pretrain.add_argument("--config", type=Path, help="YAML file with config sections (data, backbone, method, train, ...)")
     length.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
@@ -72,6 +73,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.method is not None:
         # A new method starts from its own defaults, not from another method's options.
         config.method = {"name": args.method}
+    if args.labels_per_class is not None:
+        overrides.append(f"method.labels_per_class={args.labels_per_class}")
     return config_module.apply_overrides(config, overrides + list(args.overrides))
 
 
@@ -104,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "pretrain":
         if args.resume is not None:
-            extra = [name for name in ("method", "data", "backbone", "budget", "batch_size", "seed", "out", "config") if getattr(args, name)]
+            extra = [name for name in ("method", "data", "backbone", "budget", "batch_size", "seed", "labels_per_class", "out", "config") if getattr(args, name)]
             if extra or args.overrides:
                 raise ConfigError(f"--resume continues a run with its own config.yaml; drop {', '.join('--' + e.replace('_', '-') for e in extra) or 'the overrides'}")
             summary = runs.pretrain(Config(), resume_dir=args.resume)

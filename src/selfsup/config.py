@@ -53,6 +53,8 @@ class AugmentConfig:
     """Area fraction range of the global crops; null = the recipe's."""
     local_crops: int | None = None
     """Number of small local crops (multi-crop); null = the recipe's."""
+    local_size: int | None = None
+    """Side of the local crops; null = 3/7 of the global size (96 for 224, 12 for 28)."""
     mean: tuple[float, ...] | None = None
     """Per-channel mean of [0, 1] pixels used to normalise; null = measured on the data."""
     std: tuple[float, ...] | None = None
@@ -82,7 +84,7 @@ class TrainConfig:
     sync_batchnorm: bool = False
     """Under torchrun, compute BatchNorm statistics over the global batch (SyncBatchNorm)."""
     clip_grad: float | None = None
-    """Clip the global gradient norm to this value; null = no clipping."""
+    """Clip the global gradient norm to this value; null = the method's recipe (DINO: 3), else none."""
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

@@ -122,6 +122,15 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return reduced / world_size()
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over ranks (on a copy, no gradient); identity on one process."""
+    if world_size() == 1:
+        return tensor
+    reduced = tensor.detach().clone()
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced
+
+
 def barrier() -> None:
     if is_initialized():
         dist.barrier()

@@ -79,10 +79,12 @@ def resolve(config: Config, pretrain_set: ImageSet) -> Config:
         measured_mean, measured_std = _channel_statistics(images)
         mean = mean or measured_mean
         std = std or measured_std
+    global_size = config.augment.global_size or images.shape[-1]
     augment = dataclasses.replace(
         config.augment,
         recipe=recipe_name,
-        global_size=config.augment.global_size or images.shape[-1],
+        global_size=global_size,
+        local_size=config.augment.local_size or default_local_size(global_size),
         global_scale=config.augment.global_scale or recipe.global_scale,
         local_crops=recipe.local_crops if config.augment.local_crops is None else config.augment.local_crops,
         mean=tuple(mean),
@@ -99,9 +101,15 @@ def resolve(config: Config, pretrain_set: ImageSet) -> Config:
         lr=train_recipe["lr"] if train.lr is None else train.lr,
         weight_decay=train_recipe["weight_decay"] if train.weight_decay is None else train.weight_decay,
         epochs=train.epochs if (train.epochs or train.budget) else train_recipe["epochs"],
+        clip_grad=train_recipe.get("clip_grad") if train.clip_grad is None else train.clip_grad,
     )
     data = dataclasses.replace(config.data, channels=pretrain_set.channels, size=pretrain_set.height)
     return dataclasses.replace(config, method=method_options, augment=augment, train=train, data=data)
+
+
+def default_local_size(global_size: int) -> int:
+    """Multi-crop's 96 px local crops of 224 px global ones, kept in proportion."""
+    return max(4, round(global_size * 3 / 7))
 
 
 def _channel_statistics(images: torch.Tensor, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -114,7 +122,11 @@ def _channel_statistics(images: torch.Tensor, max_images: int = 10_000) -> tuple
 def build_view_maker(config: Config) -> ViewMaker:
     augment = config.augment
     recipe = dataclasses.replace(
-        RECIPES[augment.recipe], global_size=augment.global_size, global_scale=augment.global_scale, local_crops=augment.local_crops
+        RECIPES[augment.recipe],
+        global_size=augment.global_size,
+        global_scale=augment.global_scale,
+        local_crops=augment.local_crops,
+        local_size=augment.local_size or default_local_size(augment.global_size),
     )
     return ViewMaker(recipe, augment.mean, augment.std)
 

@@ -11,6 +11,7 @@ from selfsup.evaluate.collapse import (
     collapse_report,
     effective_rank,
     std_sqrt_d,
+    prototype_usage,
     uniformity,
 )
 
@@ -121,3 +122,27 @@ def test_bad_inputs_are_errors():
         std_sqrt_d(torch.full((3, 2), float("nan")))
     with pytest.raises(ValueError, match="at least 2"):
         uniformity(z[:1])
+
+
+def test_prototype_usage_flags_a_single_prototype_and_uniform_assignments():
+    healthy = torch.nn.functional.one_hot(torch.arange(100) % 20, 20).double() * 0.9 + 0.005
+    report = prototype_usage(healthy)
+    assert report["used"] == 20 and report["largest_share"] == pytest.approx(0.05)
+    assert report["entropy"] == pytest.approx(1.0)  # 20 prototypes used equally, ln 20 / ln 20
+    assert not report["collapsed"] and report["reasons"] == []
+
+    single = torch.nn.functional.one_hot(torch.zeros(100, dtype=torch.long), 20).double()
+    report = prototype_usage(single)
+    assert report["used"] == 1 and report["largest_share"] == 1.0 and report["entropy"] == 0.0
+    assert report["assignment_entropy"] == 0.0
+    assert report["collapsed"] and "one prototype takes 100%" in report["reasons"][0]
+
+    uniform = torch.full((100, 20), 1 / 20, dtype=torch.float64)
+    report = prototype_usage(uniform)
+    assert report["assignment_entropy"] == pytest.approx(1.0)
+    assert report["collapsed"] and any("uniform" in reason for reason in report["reasons"])
+
+
+def test_prototype_usage_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        prototype_usage(torch.ones(5, 1))

@@ -5,7 +5,7 @@ import torch
 
 from selfsup import runs
 from selfsup.backbones import build_backbone
-from selfsup.methods import METHODS, BYOL, MoCoV2, MoCoV3, SimSiam, build_method
+from selfsup.methods import BYOL, MoCoV2, MoCoV3, SimSiam, build_method
 from selfsup.train.logging import read_metrics
 from selfsup.train.optim import build_optimizer
 from selfsup.train.schedules import cosine_increase
@@ -16,12 +16,15 @@ SMALL_HEADS = {
     "moco-v3": ["method.hidden_dim=64", "method.projection_dim=32", "method.temperature=0.2"],
     "byol": ["method.hidden_dim=64", "method.projection_dim=32"],
     "simsiam": ["method.projection_dim=64", "method.predictor_dim=16"],
-    "barlow-twins": ["method.hidden_dim=64", "method.projection_dim=64"],
+    # At batch 64 the scaled lambda (0.0051 x 8192 / 64) weighs the off-diagonal terms' sampling
+    # noise (E C_ij^2 ~ 1/N on 4,032 terms) above what 6 epochs can learn; the paper's lambda
+    # lets the fall of the loss show.
+    "barlow-twins": ["method.hidden_dim=64", "method.projection_dim=64", "method.scale_lambda=false"],
     "vicreg": ["method.hidden_dim=64", "method.projection_dim=64"],
 }
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS if n not in ("simclr", "siamese-naive")])
+@pytest.mark.parametrize("name", [n for n in SMALL_HEADS if n != "simclr"])
 def test_method_lowers_its_loss_without_collapsing(tmp_path, tiny_overrides, name):
     from selfsup import config as config_module
     from selfsup.config import Config

@@ -16,6 +16,9 @@ These metrics detect it without labels:
 * :func:`alignment` and :func:`uniformity` (Wang & Isola, "Understanding Contrastive
   Representation Learning through Alignment and Uniformity on the Hypersphere", ICML 2020):
   how close positive pairs are, and how evenly all embeddings cover the sphere.
+* :func:`prototype_usage`: for clustering methods (SwAV, DeepCluster, DINO), how the
+  images spread over the prototypes. Their two collapses are every image on one prototype,
+  and every image assigned uniformly to all of them (a SwAV loss stuck at ln K).
 
 :func:`collapse_report` gathers them and raises the alarm against
 :class:`CollapseThresholds`.
@@ -39,6 +42,7 @@ __all__ = [
     "uniformity",
     "CollapseThresholds",
     "collapse_report",
+    "prototype_usage",
 ]
 
 # RankMe's epsilon, added to the normalised singular values before the entropy.
@@ -200,6 +204,51 @@ def collapse_report(
             f"effective_rank = {report['effective_rank']:.4g} is below {thresholds.effective_rank:g}: the "
             f"embeddings span fewer than {thresholds.effective_rank:g} effective directions "
             f"(of {z.shape[1]} dimensions)"
+        )
+    report["collapsed"] = bool(reasons)
+    report["reasons"] = reasons
+    return report
+
+
+# A prototype holding this share of the images, or assignments this close to uniform
+# (entropy as a fraction of ln K), is collapse: healthy clusterings of data with more than a
+# handful of classes are far from both.
+_LARGEST_SHARE_ALARM = 0.9
+_ASSIGNMENT_ENTROPY_ALARM = 0.998
+
+
+def prototype_usage(assignments: Tensor) -> dict:
+    """How ``assignments`` ``[N, K]`` (each row a distribution over K prototypes: Sinkhorn
+    codes, teacher probabilities, or one-hot cluster labels) use the prototypes.
+
+    Returns ``{"used": prototypes that are some image's most likely one, "largest_share":
+    the share of images on the most popular prototype, "entropy": entropy of that
+    histogram / ln min(N, K) (1 = spread evenly), "assignment_entropy": mean entropy of one
+    image's assignment / ln K (1 = uniform, no prototype preferred), "collapsed",
+    "reasons"}``. Collapse: ``largest_share >= 0.9`` (one prototype takes the images) or
+    ``assignment_entropy >= 0.998`` (assignments carry no information; DINO early in
+    training sits near 0.96 and is not collapsed).
+    """
+    check_features("assignments", assignments)
+    p = assignments.detach().to(device="cpu", dtype=torch.float64)
+    count, prototypes = p.shape
+    if count == 0 or prototypes < 2:
+        raise ValueError(f"assignments need at least one row and two prototypes, got shape {tuple(p.shape)}")
+    histogram = torch.bincount(p.argmax(dim=1), minlength=prototypes).double() / count
+    nonzero = histogram[histogram > 0]
+    per_image = -(p * p.clamp_min(1e-30).log()).sum(dim=1).mean()
+    report = {
+        "used": int((histogram > 0).sum()),
+        "largest_share": float(histogram.max()),
+        "entropy": float(-(nonzero * nonzero.log()).sum() / math.log(max(2, min(count, prototypes)))),
+        "assignment_entropy": float(per_image / math.log(prototypes)),
+    }
+    reasons = []
+    if report["largest_share"] >= _LARGEST_SHARE_ALARM:
+        reasons.append(f"one prototype takes {100 * report['largest_share']:.0f}% of the images (of {prototypes} prototypes)")
+    if report["assignment_entropy"] >= _ASSIGNMENT_ENTROPY_ALARM:
+        reasons.append(
+            f"assignments are uniform over the {prototypes} prototypes (entropy {report['assignment_entropy']:.3f} x ln K)"
         )
     report["collapsed"] = bool(reasons)
     report["reasons"] = reasons

@@ -3,7 +3,8 @@
 For a method and a labelled held-out split it measures: kNN (k=20, k=200), linear probe and
 few-shot accuracy of the backbone features (:mod:`selfsup.evaluate.protocol`); the energy
 AUC, P(F(x, x') < F(x, y')) for x' another view of x and y' a view of another image; and
-the collapse diagnostics of the projected embeddings. The same accuracy metrics are taken
+the collapse diagnostics of the projected embeddings (and of the prototype assignments,
+for clustering methods). The same accuracy metrics are taken
 for raw pixels and for the same backbone at random initialisation, so every result comes
 with the two numbers it has to beat.
 """
@@ -19,7 +20,7 @@ from selfsup.augment.views import ViewMaker, seeded_generator
 from selfsup.backbones import uses_convolutions
 from selfsup.data import ImageSet
 from selfsup.energy import energy_auc
-from selfsup.evaluate.collapse import collapse_report
+from selfsup.evaluate.collapse import collapse_report, prototype_usage
 from selfsup.evaluate.protocol import accuracy_metrics, raw_pixel_features
 from selfsup.methods import Method
 
@@ -76,7 +77,13 @@ def energy_and_collapse(
         z_b.append(method.project(view_b[:n]).float().cpu())
     auc = energy_auc(torch.cat(compatible), torch.cat(incompatible))
     z = encode(method.project, images, view_maker, device, channels_last)
-    return auc, collapse_report(z, torch.cat(z_a), torch.cat(z_b))
+    report = collapse_report(z, torch.cat(z_a), torch.cat(z_b))
+    if method.has_prototypes:
+        usage = prototype_usage(encode(method.prototype_probabilities, images, view_maker, device, channels_last))
+        report["prototypes"] = usage
+        report["reasons"] = report["reasons"] + usage["reasons"]
+        report["collapsed"] = bool(report["reasons"])
+    return auc, report
 
 
 def evaluate_method(

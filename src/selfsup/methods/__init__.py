@@ -9,16 +9,21 @@ from torch import nn
 
 from selfsup.config import ConfigError
 from selfsup.methods.barlow_twins import BarlowTwins
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepOutput
 from selfsup.methods.byol import BYOL
+from selfsup.methods.deepcluster import DeepClusterV2
+from selfsup.methods.dino import DINO
 from selfsup.methods.moco import MoCoV2, MoCoV3
+from selfsup.methods.paws import PAWS
 from selfsup.methods.siamese_naive import SiameseNaive
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simsiam import SimSiam
+from selfsup.methods.swav import SwAV
 from selfsup.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, SiameseNaive)
+    cls.name: cls
+    for cls in (SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DeepClusterV2, SwAV, DINO, PAWS, SiameseNaive)
 }
 
 # Arguments a method receives from the run rather than from its configuration.
@@ -69,6 +74,6 @@ def build_method(options: dict[str, Any], backbone: nn.Module, backbone_dim: int
 
 
 __all__ = [
-    "METHODS", "BYOL", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "SiameseNaive", "SimCLR", "SimSiam", "StepOutput",
-    "VICReg", "build_method", "method_defaults", "resolve_method_options",
+    "DINO", "METHODS", "PAWS", "BYOL", "Batch", "BarlowTwins", "DeepClusterV2", "Method", "MoCoV2", "MoCoV3", "SiameseNaive",
+    "SimCLR", "SimSiam", "StepOutput", "SwAV", "VICReg", "build_method", "method_defaults", "resolve_method_options",
 ]

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+# What the trainer hands to ``on_epoch_start``: a fresh pass over the whole training set in
+# index order, yielding (views, dataset indices) augmented from a fixed seed.
+TrainingViews = Callable[[], Iterator[tuple[list[torch.Tensor], torch.Tensor]]]
+
+
+@dataclass
+class Batch:
+    """What a step knows about its images besides their views.
+
+    ``indices``: the dataset index of each image (memory banks, DeepCluster's assignments).
+    ``support_views`` / ``support_labels``: a labelled support batch, one augmented view per
+    image and its class, drawn by the trainer for semi-supervised methods (PAWS) only.
+    """
+
+    indices: torch.Tensor | None = None
+    support_views: torch.Tensor | None = None
+    support_labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -16,6 +35,9 @@ class StepOutput:
     loss: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
     embeddings: torch.Tensor | None = None
+    # Clustering methods: each image's (soft) assignment to the prototypes [B, K], from
+    # which the trainer logs prototype usage and flags collapse of the assignments.
+    assignments: torch.Tensor | None = None
 
 
 class Method(nn.Module):
@@ -26,7 +48,8 @@ class Method(nn.Module):
     embedding the objective compares). The base class gives
     :meth:`embed` (backbone features, what evaluation uses), :meth:`energy` (low when the two
     images are views of one another, by default 1 - cosine of the projected embeddings) and
-    a no-op :meth:`on_step_end` for methods with momentum encoders, queues or schedules.
+    no-op hooks for methods with momentum encoders, queues, schedules or memory banks:
+    :meth:`on_step_start`, :meth:`on_step_end` and :meth:`on_epoch_start`.
 
     Class attributes: ``name`` (the CLI name), ``summary`` (one line for ``selfsup methods``),
     ``default_recipe`` (the augmentation recipe name in :mod:`selfsup.augment.views`) and
@@ -37,8 +60,15 @@ class Method(nn.Module):
     summary: str = ""
     default_recipe: str = "small-images"
     # The optimisation recipe used when the configuration leaves it open (train.* = null);
-    # lr is per 256 images and scaled linearly with the global batch.
+    # lr is per 256 images and scaled linearly with the global batch; an optional "clip_grad"
+    # is the gradient-norm clipping the method needs (null train.clip_grad takes it).
     train_recipe: dict = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "epochs": 100}
+    # Semi-supervised methods set this (per instance): the trainer then fixes a labelled pool
+    # of this many images per class and passes a support batch drawn from it every step.
+    labels_per_class: int = 0
+    support_per_class: int = 0
+    # Clustering methods set this and implement prototype_probabilities.
+    has_prototypes: bool = False
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -54,7 +84,7 @@ class Method(nn.Module):
         """Modules whose learning rate stays at its base value (SimSiam's predictor)."""
         return []
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         raise NotImplementedError
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
@@ -72,5 +102,31 @@ class Method(nn.Module):
         """F(x, y) [B]: 1 - cos(project(x), project(y)); 0 for identical embeddings, 2 for opposite."""
         return 1 - torch.nn.functional.cosine_similarity(self.project(x), self.project(y), dim=-1)
 
+    @torch.no_grad()
+    def prototype_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Clustering methods: soft assignments [B, K] of ``images`` to the prototypes, for
+        the usage diagnostics in ``summary.json``."""
+        raise NotImplementedError(f"{type(self).__name__} has no prototypes")
+
+    def on_epoch_start(self, epoch: int, training_views: TrainingViews) -> None:
+        """Called before the first step of every epoch (DeepCluster's k-means)."""
+
+    def on_step_start(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
+        """Called before each step (schedules counted in epochs, frozen parameters)."""
+
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step (EMA teachers, momentum, queues, schedules)."""
+
+
+def project_by_size(project: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``project`` applied to every view, one pass per crop size (the global crops together,
+    the local crops together, as the multi-crop reference code does), split back per view."""
+    outputs: list[torch.Tensor] = []
+    start = 0
+    while start < len(views):
+        end = start
+        while end < len(views) and views[end].shape == views[start].shape:
+            end += 1
+        outputs += project(torch.cat(views[start:end])).chunk(end - start)
+        start = end
+    return outputs

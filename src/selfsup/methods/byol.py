@@ -7,7 +7,7 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import byol_mse
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepOutput
 from selfsup.methods.momentum import MomentumEncoder
 from selfsup.train.schedules import cosine_increase
 
@@ -45,7 +45,7 @@ class BYOL(Method):
         self.base_momentum = base_momentum
         self.momentum = base_momentum
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         both = torch.cat([views[0], views[1]])
         z = self.project(both)
         p_a, p_b = self.predictor(z).chunk(2)

@@ -10,7 +10,7 @@ from torch import nn
 from selfsup import distributed
 from selfsup.heads import ProjectionHead
 from selfsup.losses import moco_info_nce, moco_v3_contrastive
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepOutput
 from selfsup.methods.momentum import MomentumEncoder
 from selfsup.train.schedules import cosine_increase
 
@@ -75,7 +75,7 @@ class MoCoV2(Method):
     def _queries(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.project(chunk) for chunk in images.chunk(min(self.bn_groups, len(images)))])
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         q = self._queries(views[0])
         k = self._keys(views[1])
         loss = moco_info_nce(q, k, self.queue, self.temperature)
@@ -130,7 +130,7 @@ class MoCoV3(Method):
         self.temperature, self.base_momentum = temperature, base_momentum
         self.momentum = base_momentum
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         both = torch.cat([views[0], views[1]])
         z = self.project(both)
         q_a, q_b = self.predictor(z).chunk(2)

@@ -7,7 +7,7 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepOutput
 
 
 class SiameseNaive(Method):
@@ -28,7 +28,7 @@ class SiameseNaive(Method):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
         loss = negative_cosine(z_a, z_b, stop_gradient=False)
         return StepOutput(loss, embeddings=z_a.detach())

@@ -7,7 +7,7 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import info_nce
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepOutput
 
 
 class SimCLR(Method):
@@ -44,7 +44,7 @@ class SimCLR(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
         self.temperature = temperature
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         view_a, view_b = views[0], views[1]
         # One backbone call on both views: one pass of larger matrices is faster, and BN
         # statistics are shared, as in the reference implementation.

@@ -7,7 +7,7 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepOutput
 
 
 class SimSiam(Method):
@@ -34,7 +34,7 @@ class SimSiam(Method):
     def fixed_lr_modules(self) -> list[nn.Module]:
         return [self.predictor]
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         z = self.project(torch.cat([views[0], views[1]]))
         z_a, z_b = z.chunk(2)
         p_a, p_b = self.predictor(z).chunk(2)

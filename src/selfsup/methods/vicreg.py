@@ -7,7 +7,7 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import vicreg
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepOutput
 
 
 class VICReg(Method):
@@ -39,7 +39,7 @@ class VICReg(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3)
         self.weights = (sim_weight, var_weight, cov_weight)
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
         loss = vicreg(z_a, z_b, *self.weights)
         return StepOutput(loss, embeddings=z_a.detach())

@@ -67,6 +67,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"collapse: std*sqrt(d) {collapse['std_sqrt_d']:.3f}, effective rank {collapse['effective_rank']:.1f}, "
             f"alignment {_fmt(collapse.get('alignment'))}, uniformity {_fmt(collapse.get('uniformity'))} -> {verdict}"
         )
+        usage = collapse.get("prototypes")
+        if usage:
+            lines.append(
+                f"prototypes: {usage['used']} used, largest cluster {100 * usage['largest_share']:.1f}% of the images, "
+                f"usage entropy {usage['entropy']:.3f}, assignment entropy {usage['assignment_entropy']:.3f} (x ln K)"
+            )
     return "\n".join(lines)
 
 

@@ -24,10 +24,14 @@ from selfsup.augment.views import ViewMaker, seeded_generator
 from selfsup.backbones import uses_convolutions
 from selfsup.config import Config, ConfigError, parse_budget
 from selfsup.data import ImageSet
-from selfsup.evaluate.collapse import CollapseThresholds, collapse_report
+from selfsup.evaluate.collapse import (
+    CollapseThresholds,
+    collapse_report,
+    prototype_usage,
+)
 from selfsup.evaluate.knn import knn_accuracy
 from selfsup.evaluate.pipeline import encode
-from selfsup.methods import Method
+from selfsup.methods import Batch, Method
 from selfsup.train import checkpoint
 from selfsup.train.logging import RunLogger
 from selfsup.train.optim import build_optimizer
@@ -39,6 +43,8 @@ _CALIBRATION_STEPS = range(3, 13)
 # Share of the measured step rate planned for, leaving room for logging and checkpoints.
 _BUDGET_SAFETY = 0.95
 _ONLINE_KNN_TRAIN, _ONLINE_KNN_TEST = 10_000, 2_000
+# Augmentation streams besides the per-rank training views (seeded_generator's ``stream``).
+_SUPPORT_STREAM, _EPOCH_PASS_STREAM = 1 << 20, 1 << 21
 
 
 class TrainingDiverged(RuntimeError):
@@ -125,6 +131,7 @@ class Trainer:
             self.train_config.optimizer, self.method, self.lr, self.train_config.weight_decay, self.train_config.momentum
         )
         self.thresholds = CollapseThresholds()
+        self.support_pool = self._support_pool(train_set) if method.labels_per_class else None
         self._epoch_order: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, permutation of the data)
 
     # ------------------------------------------------------------------ state
@@ -163,14 +170,57 @@ class Trainer:
         start = position * self.global_batch + self.rank * self.train_config.batch_size
         return self._epoch_order[1][start : start + self.train_config.batch_size]
 
-    def _views(self, step: int) -> list[torch.Tensor]:
-        indices = self._batch_indices(step)
+    def _augment(self, indices: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         images = self.images[indices.to(self.images.device)].to(self.device, non_blocking=True)
-        generator = seeded_generator(self.train_config.seed, step, self.device, stream=self.rank)
         views = self.view_maker(images, generator)
         if self.channels_last:
             views = [view.contiguous(memory_format=torch.channels_last) for view in views]
         return views
+
+    def _step_inputs(self, step: int) -> tuple[list[torch.Tensor], Batch]:
+        indices = self._batch_indices(step)
+        views = self._augment(indices, seeded_generator(self.train_config.seed, step, self.device, stream=self.rank))
+        batch = Batch(indices=indices.to(self.device))
+        if self.support_pool is not None:
+            batch.support_views, batch.support_labels = self._support_batch(step)
+        return views, batch
+
+    def _support_pool(self, train_set: ImageSet) -> torch.Tensor:
+        """[C, N]: the dataset indices of the N labelled images per class a semi-supervised
+        method may use, drawn once from ``train.seed``; every other label stays hidden."""
+        per_class = self.method.labels_per_class
+        generator = torch.Generator().manual_seed(_seed_mix(self.train_config.seed, 0x5EED) % 2**63)
+        order = torch.randperm(len(self.labels), generator=generator)
+        classes = sorted(set(self.labels[self.labels >= 0].tolist()))
+        if not classes:
+            raise ConfigError(f"method {self.config.method['name']!r} needs labelled images, but {train_set.name} has no labels")
+        pool = []
+        for label in classes:
+            members = order[self.labels[order] == label][:per_class]
+            if len(members) < per_class:
+                raise ConfigError(
+                    f"method.labels_per_class={per_class} but class {label} of {train_set.name} has only {len(members)} images"
+                )
+            pool.append(members)
+        return torch.stack(pool)
+
+    def _support_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``support_per_class`` images of every class from the labelled pool, without
+        replacement (all of them when the pool is that small), two augmented views each."""
+        classes, per_class = self.support_pool.shape
+        generator = torch.Generator().manual_seed(_seed_mix(self.train_config.seed, step, 0x5EED) % 2**63)
+        picks = torch.rand(classes, per_class, generator=generator).argsort(dim=1)[:, : self.method.support_per_class]
+        indices = self.support_pool.gather(1, picks).flatten()
+        views = self._augment(indices, seeded_generator(self.train_config.seed, step, self.device, stream=_SUPPORT_STREAM))
+        return torch.cat(views[:2]), self.labels[indices].repeat(2).to(self.device)
+
+    def _training_views(self, epoch: int):
+        """A pass over the whole training set in index order with training augmentations
+        (seeded by the epoch), for methods that need every image at an epoch's start."""
+        for start in range(0, len(self.labels), self.train_config.batch_size):
+            indices = torch.arange(start, min(start + self.train_config.batch_size, len(self.labels)))
+            generator = seeded_generator(self.train_config.seed, epoch, self.device, stream=_EPOCH_PASS_STREAM + start)
+            yield self._augment(indices, generator), indices.to(self.device)
 
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> TrainResult:
@@ -216,9 +266,13 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.lr if group.get("fixed_lr") else lr
 
-                views = self._views(step)
+                if step % self.steps_per_epoch == 0:
+                    epoch = step // self.steps_per_epoch
+                    self.method.on_epoch_start(epoch, lambda epoch=epoch: self._training_views(epoch))
+                self.method.on_step_start(step, total, self.steps_per_epoch)
+                views, batch = self._step_inputs(step)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    output = self.method(views)
+                    output = self.method(views, batch)
                 loss_value = distributed.all_reduce_mean(output.loss.detach()).item()
                 if not math.isfinite(loss_value):
                     logger.log(step, {"loss": loss_value, "event": "diverged"})
@@ -251,9 +305,14 @@ class Trainer:
                     if output.embeddings is not None:
                         report = collapse_report(output.embeddings.float(), thresholds=self.thresholds)
                         metrics.update(std_sqrt_d=report["std_sqrt_d"], effective_rank=report["effective_rank"])
-                        if report["collapsed"] and collapse_alarm_step is None:
+                        reasons = report["reasons"]
+                        if output.assignments is not None:
+                            usage = prototype_usage(output.assignments.float())
+                            metrics.update({f"prototype_{key}": usage[key] for key in ("entropy", "used", "largest_share", "assignment_entropy")})
+                            reasons = reasons + usage["reasons"]
+                        if reasons and collapse_alarm_step is None:
                             collapse_alarm_step = step
-                            logger.message(f"COLLAPSE ALARM at step {step}: " + "; ".join(report["reasons"]))
+                            logger.message(f"COLLAPSE ALARM at step {step}: " + "; ".join(reasons))
                     seconds = time.perf_counter() - start
                     metrics["images_per_second"] = (step - steps_at_start) * self.global_batch / max(seconds - elapsed_before, 1e-9)
                     logger.log(step, metrics)

@@ -1,0 +1,125 @@
+"""DINO: self-distillation with no labels."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from selfsup.heads import DINOHead
+from selfsup.losses import dino, dino_center
+from selfsup.methods.base import Batch, Method, StepOutput, project_by_size
+from selfsup.methods.momentum import MomentumEncoder
+from selfsup.train.schedules import cosine_increase
+
+_PAPER_OUTPUTS = 65536
+
+
+def fit_outputs(num_images: int) -> int:
+    """The paper's 65,536 outputs, fewer on small data sets: the power of two nearest to one
+    per 16 images, at least 64."""
+    return max(64, min(_PAPER_OUTPUTS, 2 ** round(math.log2(max(1, num_images / 16)))))
+
+
+class DINO(Method):
+    """DINO (Caron, Touvron, Misra, Jégou, Mairal, Bojanowski, Joulin, ICCV 2021).
+
+    Student: backbone + DINO head (MLP 2048 wide with GELU, 256-d bottleneck,
+    L2-normalisation, weight-normalised last layer to K outputs, kept fixed during the first
+    epoch). Teacher: an EMA of the student, momentum 0.996 -> 1 on a cosine. Loss (eq. 3,
+    Algorithm 1): for every teacher global view i and student view v != i,
+    H(P_t(x_i), P_s(x_v)) with P_t = softmax((t - c) / tau_t), P_s = softmax(s / tau_s),
+    tau_s = 0.1, tau_t warmed up linearly from 0.04 to 0.07; the centre c follows the mean
+    teacher output over the global batch with momentum 0.9. Multi-crop: 2 global crops
+    (0.4-1) + 8 local crops (0.05-0.4), the ``dino`` view recipe; the teacher sees only the
+    global crops.
+
+    Scaled for small data: ``output_dim=0`` lets ``selfsup pretrain`` fit K (one per 16
+    images, a power of two, at most the paper's 65,536; built directly, 0 means 65,536). The
+    teacher-temperature warm-up spans the first ``teacher_temperature_warmup`` of training
+    (the paper: 30 of 100 epochs); runs set by a time budget know their length only in steps.
+    Recipe: the paper's ResNet-50 setting (SGD, lr 0.03 x batch/256, weight decay 1e-4), as
+    the backbones here are convolutional (ViTs used AdamW with weight decay 0.04 -> 0.4),
+    with the reference's gradient clipping at norm 3: the head's small initialisation
+    (std 0.02) before an L2-normalisation gives the first steps huge gradients, and one
+    unclipped SGD step can collapse every embedding onto the bottleneck's bias.
+
+    Energy: F(x, y) = H(P_t(y), P_s(x)), the cross-entropy the loss minimises.
+    """
+
+    name = "dino"
+    summary = "self-distillation: student matches a centred, sharpened EMA teacher, multi-crop (Caron et al. 2021)"
+    default_recipe = "dino"
+    train_recipe = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4, "epochs": 100, "clip_grad": 3.0}
+    has_prototypes = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_dim: int,
+        output_dim: int = 0,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        student_temperature: float = 0.1,
+        teacher_temperature: float = 0.07,
+        warmup_teacher_temperature: float = 0.04,
+        teacher_temperature_warmup: float = 0.3,
+        center_momentum: float = 0.9,
+        base_momentum: float = 0.996,
+        freeze_last_layer_epochs: float = 1.0,
+        head_batch_norm: bool = True,
+    ):
+        super().__init__(backbone)
+        self.head = DINOHead(backbone_dim, output_dim or _PAPER_OUTPUTS, hidden_dim, bottleneck_dim, batch_norm=head_batch_norm)
+        self.teacher = MomentumEncoder(backbone, self.head)
+        self.student_temperature = student_temperature
+        self.final_teacher_temperature, self.warmup_teacher_temperature = teacher_temperature, warmup_teacher_temperature
+        self.teacher_temperature_warmup = teacher_temperature_warmup
+        self.teacher_temperature = warmup_teacher_temperature
+        self.center_momentum, self.base_momentum, self.momentum = center_momentum, base_momentum, base_momentum
+        self.freeze_last_layer_epochs = freeze_last_layer_epochs
+        self.freeze_last_layer = True
+        self.register_buffer("center", torch.zeros(self.head.output_dim))
+
+    @classmethod
+    def fit_options(cls, options: dict[str, Any], num_images: int) -> dict[str, Any]:
+        if options.get("output_dim", 0) == 0:
+            options = dict(options, output_dim=fit_outputs(num_images))
+        return options
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised bottleneck of the head: the embedding the prototypes score."""
+        return nn.functional.normalize(self.head.mlp(self.backbone(images)), dim=-1)
+
+    def on_step_start(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
+        self.freeze_last_layer = step < self.freeze_last_layer_epochs * steps_per_epoch
+        warmup_steps = self.teacher_temperature_warmup * total_steps
+        progress = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+        self.teacher_temperature = self.warmup_teacher_temperature + progress * (
+            self.final_teacher_temperature - self.warmup_teacher_temperature
+        )
+
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
+        z = project_by_size(self.project, views)
+        student = [self.head.last_layer(view_z, frozen=self.freeze_last_layer) for view_z in z]
+        teacher = list(self.teacher(torch.cat(views[:2])).chunk(2))
+        loss = dino(student, teacher, self.center, self.student_temperature, self.teacher_temperature)
+        teacher_probabilities = torch.softmax((teacher[0] - self.center) / self.teacher_temperature, dim=1)
+        self.center.copy_(dino_center(self.center, teacher, self.center_momentum))
+        metrics = {"teacher_temperature": self.teacher_temperature, "momentum": self.momentum}
+        return StepOutput(loss, metrics, embeddings=z[0].detach(), assignments=teacher_probabilities)
+
+    @torch.no_grad()
+    def prototype_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax((self.teacher(images) - self.center) / self.teacher_temperature, dim=1)
+
+    @torch.no_grad()
+    def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = self.prototype_probabilities(y)
+        return -(target * torch.log_softmax(self.head(self.backbone(x)) / self.student_temperature, dim=1)).sum(dim=1)
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        self.momentum = cosine_increase(step, total_steps, self.base_momentum)
+        self.teacher.update(self.backbone, self.head, self.momentum)

@@ -1,0 +1,127 @@
+"""SwAV: Swapping Assignments between Views (the method behind SEER)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from selfsup.heads import ProjectionHead, Prototypes
+from selfsup.losses import sinkhorn, swav_multicrop
+from selfsup.methods.base import Batch, Method, StepOutput, project_by_size
+
+# Prototypes per image when fitted to a small data set, and the paper's count.
+_IMAGES_PER_PROTOTYPE, _PAPER_PROTOTYPES = 10, 3000
+
+
+def fit_prototypes(num_images: int) -> int:
+    """The paper's 3,000 prototypes, fewer on small data sets (one per 10 images, at least
+    10), so that Sinkhorn's equal partition stays meaningful."""
+    return max(10, min(_PAPER_PROTOTYPES, num_images // _IMAGES_PER_PROTOTYPE))
+
+
+class SwAV(Method):
+    """SwAV (Caron, Misra, Mairal, Goyal, Bojanowski, Joulin, NeurIPS 2020); SEER (Goyal et
+    al. 2021) is this method on RegNets and uncurated images.
+
+    z = normalise(g(f(x))) with an MLP projector g (2048 hidden, BN, 128-d); scores
+    s = z C^T against K prototypes C whose rows are re-normalised before every step
+    (sec. 3.1) and kept fixed during the first epoch. Codes q = Sinkhorn-Knopp(s) (eq. 3,
+    epsilon 0.05, 3 iterations, over the global batch) from the two global crops only;
+    loss (eq. 1-2) = swapped prediction: the code of each global crop is predicted from
+    softmax(s / 0.1) of every other crop, local crops included (multi-crop, sec. 3.2: 2
+    global + 6 local crops by default, the ``multicrop`` view recipe).
+
+    ``prototypes=0`` lets ``selfsup pretrain`` fit K to the data (one prototype per 10
+    images, at most the paper's 3,000; built directly, 0 means 3,000). ``queue_size`` > 0
+    keeps that many past embeddings per global crop (the paper's queue for batches under
+    256, 3,840 for batch 256); they join the batch in Sinkhorn once the queue is full. As
+    in the reference code the queue is local to each process.
+
+    Recipe: LARS, lr 0.3 x batch/256 (4.8 at 4,096), weight decay 1e-6.
+
+    Energy: F(x, y) = swapped cross-entropy between the views, -1/2 sum_k [q_y,k log p_x,k
+    + q_x,k log p_y,k] with p = softmax(s / T) and q = softmax(s / epsilon), the
+    per-image code before the batch-level equal partition.
+    """
+
+    name = "swav"
+    summary = "clustering: swapped prediction of Sinkhorn codes over prototypes, multi-crop (Caron et al. 2020)"
+    default_recipe = "multicrop"
+    train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "epochs": 100}
+    has_prototypes = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_dim: int,
+        projection_dim: int = 128,
+        hidden_dim: int = 2048,
+        prototypes: int = 0,
+        temperature: float = 0.1,
+        epsilon: float = 0.05,
+        sinkhorn_iterations: int = 3,
+        freeze_prototypes_epochs: float = 1.0,
+        queue_size: int = 0,
+    ):
+        super().__init__(backbone)
+        self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
+        self.prototypes = Prototypes(projection_dim, prototypes or _PAPER_PROTOTYPES)
+        self.temperature, self.epsilon, self.sinkhorn_iterations = temperature, epsilon, sinkhorn_iterations
+        self.freeze_prototypes_epochs = freeze_prototypes_epochs
+        self.frozen = True
+        # [global crops, queue_size, D], newest first; ``queue_filled`` once every slot is written.
+        self.register_buffer("queue", torch.zeros(2, queue_size, projection_dim))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.bool))
+
+    @classmethod
+    def fit_options(cls, options: dict[str, Any], num_images: int) -> dict[str, Any]:
+        if options.get("prototypes", 0) == 0:
+            options = dict(options, prototypes=fit_prototypes(num_images))
+        return options
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.projector(self.backbone(images)), dim=1)
+
+    def on_step_start(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
+        self.prototypes.normalize_()
+        self.frozen = step < self.freeze_prototypes_epochs * steps_per_epoch
+
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
+        z = project_by_size(self.project, views)
+        scores = [self.prototypes(view_z, frozen=self.frozen) for view_z in z]
+        with torch.no_grad():
+            codes = [self._codes(scores[i], z[i], i) for i in range(2)]
+            self._enqueue(z[:2])
+        loss = swav_multicrop(scores, codes, self.temperature)
+        return StepOutput(loss, {"prototypes_frozen": float(self.frozen)}, embeddings=z[0].detach(), assignments=codes[0])
+
+    def _codes(self, scores: torch.Tensor, z: torch.Tensor, crop: int) -> torch.Tensor:
+        if self.queue.shape[1] and bool(self.queue_filled):
+            queued = self.prototypes(self.queue[crop].to(z.dtype))
+            return sinkhorn(torch.cat([queued, scores.detach()]), self.epsilon, self.sinkhorn_iterations)[len(queued) :]
+        return sinkhorn(scores.detach(), self.epsilon, self.sinkhorn_iterations)
+
+    def _enqueue(self, z: list[torch.Tensor]) -> None:
+        size = self.queue.shape[1]
+        if size == 0:
+            return
+        batch = min(size, len(z[0]))
+        self.queue[:, batch:] = self.queue[:, : size - batch].clone()
+        self.queue[:, :batch] = torch.stack([view_z[:batch] for view_z in z]).to(self.queue.dtype)
+        if bool(self.queue[:, -1].any()):
+            self.queue_filled.fill_(True)
+
+    @torch.no_grad()
+    def prototype_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """softmax(s / epsilon): each image's code before the batch-level equal partition
+        (which would hide a collapse by spreading identical images evenly)."""
+        return torch.softmax(self.prototypes(self.project(images)) / self.epsilon, dim=1)
+
+    @torch.no_grad()
+    def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        scores_x, scores_y = self.prototypes(self.project(x)), self.prototypes(self.project(y))
+        log_p_x, log_p_y = (torch.log_softmax(s / self.temperature, dim=1) for s in (scores_x, scores_y))
+        q_x, q_y = (torch.softmax(s / self.epsilon, dim=1) for s in (scores_x, scores_y))
+        return -0.5 * ((q_y * log_p_x).sum(dim=1) + (q_x * log_p_y).sum(dim=1))

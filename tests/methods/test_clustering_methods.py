@@ -1,0 +1,203 @@
+"""DeepCluster-v2, SwAV, DINO and PAWS: they train on tiny digits without collapsing, and their
+per-step machinery (prototypes, schedules, centre, memory bank, support set) does what the
+papers say."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from selfsup import config as config_module
+from selfsup import runs
+from selfsup.augment.views import RECIPES, ViewMaker, seeded_generator
+from selfsup.backbones import build_backbone
+from selfsup.config import Config
+from selfsup.data import load_splits
+from selfsup.methods import DINO, PAWS, Batch, DeepClusterV2, SwAV, build_method
+from selfsup.methods.deepcluster import spherical_kmeans
+from selfsup.methods.dino import fit_outputs
+from selfsup.methods.swav import fit_prototypes
+from selfsup.train.logging import read_metrics
+from selfsup.train.trainer import Trainer
+
+SMALL_HEADS = {
+    "deepcluster-v2": ["method.hidden_dim=64", "method.projection_dim=32"],
+    "swav": ["method.hidden_dim=64", "method.projection_dim=32"],
+    # DINO needs a wider head than the others to keep its bottleneck spread on 1,437 images.
+    "dino": ["backbone.width=16", "method.hidden_dim=256", "method.bottleneck_dim=64", "method.output_dim=256"],
+    # PAWS pulls the images of a class together; at the CIFAR-10 recipe's lr (3.2) the tiny
+    # run's embeddings end up in tight class clusters that read as collapse.
+    "paws": ["method.hidden_dim=64", "method.projection_dim=32", "train.lr=0.8"],
+}
+# DINO's loss is not expected to fall early: the teacher sharpens (temperature warm-up) and
+# moves (EMA) while the student learns.
+LOSS_FALLS = ("deepcluster-v2", "swav", "paws")
+
+
+def _config(tmp_path, tiny_overrides, name, *extra):
+    overrides = [o for o in tiny_overrides if not o.startswith("method.")]
+    return config_module.apply_overrides(
+        Config(),
+        overrides + [f"method.name={name}", *SMALL_HEADS[name], "train.epochs=6", f"out={tmp_path / 'run'}", *extra],
+    )
+
+
+@pytest.mark.parametrize("name", list(SMALL_HEADS))
+def test_method_trains_without_collapsing(tmp_path, tiny_overrides, name):
+    summary = runs.pretrain(_config(tmp_path, tiny_overrides, name, "eval.baselines=false"))
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    losses = [r["loss"] for r in records]
+    if name in LOSS_FALLS:
+        assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert not summary["collapse"]["collapsed"], summary["collapse"]
+    assert summary["knn_top1"] > 0.5
+    if name != "paws":  # the clustering methods report how the images use the prototypes
+        usage = summary["collapse"]["prototypes"]
+        assert usage["used"] > 5 and usage["largest_share"] < 0.9
+        assert {"prototype_used", "prototype_largest_share", "prototype_entropy"} <= records[-1].keys()
+
+
+def test_paws_with_labels_beats_random_init_on_few_shot(tmp_path, tiny_overrides):
+    summary = runs.pretrain(_config(tmp_path, tiny_overrides, "paws", "method.labels_per_class=10"))
+    random_init = summary["baselines"]["random_init"]["fewshot"]
+    for shots in ("1", "10"):
+        assert summary["fewshot"][shots] > random_init[shots] + 0.03, (summary["fewshot"], random_init)
+
+
+def _tiny(cls, **options):
+    torch.manual_seed(0)
+    backbone, dim = build_backbone("convnet-small", 1, width=4)
+    return build_method({"name": cls.name, **options}, backbone, dim)
+
+
+def _views(count=16, recipe="multicrop", size=16):
+    images = (torch.rand(count, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    maker = ViewMaker(dataclasses.replace(RECIPES[recipe], global_size=size, local_size=7, local_crops=2), (0.5,), (0.25,))
+    return maker(images, seeded_generator(0, 0))
+
+
+def test_prototype_and_output_counts_are_fitted_to_the_data():
+    assert fit_prototypes(60_000) == 3000 and fit_prototypes(1_437) == 143 and fit_prototypes(50) == 10
+    assert fit_outputs(60_000) == 4096 and fit_outputs(1_281_167) == 65536 and fit_outputs(100) == 64
+    assert SwAV.fit_options({"prototypes": 0}, 1_437)["prototypes"] == 143
+    assert SwAV.fit_options({"prototypes": 77}, 1_437)["prototypes"] == 77
+
+
+def test_swav_prototypes_are_normalised_each_step_and_frozen_in_the_first_epoch():
+    swav = _tiny(SwAV, hidden_dim=16, projection_dim=8, prototypes=12)
+    with torch.no_grad():
+        swav.prototypes.weight.mul_(3.0)
+    swav.on_step_start(step=0, total_steps=100, steps_per_epoch=10)
+    assert torch.allclose(swav.prototypes.weight.norm(dim=1), torch.ones(12))
+    swav(_views()).loss.backward()
+    assert swav.prototypes.weight.grad is None  # frozen: excluded from the graph
+    assert next(swav.backbone.parameters()).grad is not None
+
+    swav.zero_grad()
+    swav.on_step_start(step=10, total_steps=100, steps_per_epoch=10)
+    output = swav(_views())
+    output.loss.backward()
+    assert swav.prototypes.weight.grad is not None and swav.prototypes.weight.grad.abs().sum() > 0
+    # Codes come from Sinkhorn: every image's code is a distribution over the prototypes.
+    assert torch.allclose(output.assignments.sum(dim=1), torch.ones(16), atol=1e-5)
+
+
+def test_swav_queue_fills_newest_first_and_joins_sinkhorn_when_full():
+    swav = _tiny(SwAV, hidden_dim=16, projection_dim=8, prototypes=12, queue_size=24)
+    swav.on_step_start(step=0, total_steps=100, steps_per_epoch=10)
+    swav(_views())
+    assert not bool(swav.queue_filled) and swav.queue[:, 16:].abs().sum() == 0
+    first = swav.queue[:, :16].clone()
+    swav(_views())
+    assert bool(swav.queue_filled)
+    assert torch.equal(swav.queue[:, 16:], first[:, :8])  # the older batch moved back
+
+
+def test_dino_schedules_centre_and_frozen_last_layer():
+    dino = _tiny(DINO, hidden_dim=16, bottleneck_dim=8, output_dim=32)
+    dino.on_step_start(step=0, total_steps=100, steps_per_epoch=10)
+    assert dino.teacher_temperature == pytest.approx(0.04) and dino.freeze_last_layer
+    dino.on_step_start(step=15, total_steps=100, steps_per_epoch=10)
+    assert dino.teacher_temperature == pytest.approx(0.055) and not dino.freeze_last_layer
+    dino.on_step_start(step=30, total_steps=100, steps_per_epoch=10)
+    assert dino.teacher_temperature == pytest.approx(0.07)
+    dino.on_step_start(step=99, total_steps=100, steps_per_epoch=10)
+    assert dino.teacher_temperature == pytest.approx(0.07)
+    dino.on_step_end(0, 100)
+    assert dino.momentum == pytest.approx(0.996)
+    dino.on_step_end(100, 100)
+    assert dino.momentum == pytest.approx(1.0)
+
+    views = _views(recipe="dino")
+    teacher_mean = dino.teacher(torch.cat(views[:2])).mean(dim=0)
+    dino.on_step_start(step=0, total_steps=100, steps_per_epoch=10)
+    dino(views).loss.backward()
+    assert torch.allclose(dino.center, 0.1 * teacher_mean, atol=1e-6)  # c <- 0.9 * 0 + 0.1 * mean
+    assert dino.head.last_layer.weight.grad is None  # frozen during the first epoch
+    assert all(p.grad is None for p in dino.teacher.parameters())  # the teacher learns only by EMA
+
+
+def test_spherical_kmeans_recovers_separated_clusters():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(4, 16, generator=generator), dim=1)
+    labels = torch.arange(200) % 4
+    points = torch.nn.functional.normalize(centres[labels] + 0.05 * torch.randn(200, 16, generator=generator), dim=1)
+    found, assignments = spherical_kmeans(points, 4, 10, torch.Generator().manual_seed(3))
+    # The same partition up to renaming, and centroids on the true centres.
+    for cluster in range(4):
+        assert len(set(assignments[labels == cluster].tolist())) == 1
+    assert len(set(assignments.tolist())) == 4
+    assert torch.allclose(found.norm(dim=1), torch.ones(4))
+    assert (found @ centres.T).max(dim=1).values.min() > 0.99
+
+
+def test_deepcluster_fills_its_memory_clusters_it_and_updates_it_per_step():
+    method = _tiny(DeepClusterV2, hidden_dim=16, projection_dim=8, prototypes=5, heads=2, dataset_size=32)
+    views = _views(count=32)
+
+    def training_views():
+        yield [v[:16] for v in views], torch.arange(16)
+        yield [v[16:] for v in views], torch.arange(16, 32)
+
+    method.on_epoch_start(0, training_views)
+    assert bool(method.memory_filled) and torch.allclose(method.memory.norm(dim=2), torch.ones(2, 32))
+    assert method.assignments.min() >= 0 and method.assignments.max() < 5
+    assert torch.allclose(method.centroids.norm(dim=2), torch.ones(2, 5))
+    # Head 0 clusters global crop 0, head 1 global crop 1: each label is the nearest centroid.
+    for head in range(2):
+        nearest = (method.memory[head % 2] @ method.centroids[head].T).argmax(dim=1)
+        assert torch.equal(nearest, method.assignments[head])
+
+    before = method.memory.clone()
+    indices = torch.tensor([3, 7, 30, 31])
+    output = method([v[indices] for v in views], Batch(indices=indices))
+    output.loss.backward()
+    changed = (method.memory != before).any(dim=2).any(dim=0)
+    assert changed[indices].all() and not changed[[i for i in range(32) if i not in indices.tolist()]].any()
+    assert next(method.backbone.parameters()).grad is not None
+    with pytest.raises(ValueError, match="indices"):
+        method(views)
+
+
+def test_trainer_draws_a_fixed_labelled_pool_and_a_support_batch_per_class(tmp_path, tiny_overrides):
+    config = _config(tmp_path, tiny_overrides, "paws", "method.labels_per_class=3", "eval.enabled=false")
+    pretrain, _, _ = load_splits("digits", 1, 16)
+    config = runs.resolve(config, pretrain)
+    trainer = Trainer(runs.build_model(config), runs.build_view_maker(config), pretrain, config, tmp_path / "run")
+    pool = trainer.support_pool
+    assert pool.shape == (10, 3) and len(set(pool.flatten().tolist())) == 30
+    assert all((pretrain.labels[pool[c]] == c).all() for c in range(10))
+    views, labels = trainer._support_batch(step=5)
+    assert views.shape[0] == 2 * 10 * 3  # two views of each of the 3 supports of 10 classes
+    assert torch.equal(torch.bincount(labels), torch.full((10,), 6))
+    again, _ = trainer._support_batch(step=5)
+    assert torch.equal(views, again)  # a function of the step: resumption replays it
+
+
+def test_paws_needs_a_support_batch_and_labels():
+    paws = _tiny(PAWS, hidden_dim=16, projection_dim=8, labels_per_class=2)
+    assert paws.support_per_class == 2
+    with pytest.raises(ValueError, match="support"):
+        paws(_views())
+    with pytest.raises(ValueError, match="labels_per_class"):
+        _tiny(PAWS, labels_per_class=0)
