@@ -18,8 +18,9 @@ class Batch:
     """What a step knows about its images besides their views.
 
     ``indices``: the dataset index of each image (memory banks, DeepCluster's assignments).
-    ``support_views`` / ``support_labels``: a labelled support batch, one augmented view per
-    image and its class, drawn by the trainer for semi-supervised methods (PAWS) only.
+    ``support_views`` / ``support_labels``: a labelled support batch, two augmented views
+    of each image (all first views, then all second views) and their classes, drawn by the
+    trainer for semi-supervised methods (PAWS) only.
     """
 
     indices: torch.Tensor | None = None
