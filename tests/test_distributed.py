@@ -89,3 +89,39 @@ def test_moco_queue_enqueues_the_keys_of_every_rank_in_rank_order():
     assert torch.equal(queue_0, queue_1) and position_0 == position_1 == 6
     expected = torch.nn.functional.normalize(torch.cat([keys_0, keys_1]), dim=1)
     assert torch.allclose(queue_0[:6], expected, atol=1e-6)
+
+
+def _deepcluster_worker(rank: int, port: int, results) -> None:
+    from selfsup.backbones import build_backbone
+    from selfsup.methods import Batch, build_method
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        torch.manual_seed(0)
+        backbone, dim = build_backbone("convnet-small", 1, width=4)
+        method = build_method(
+            {"name": "deepcluster-v2", "hidden_dim": 16, "projection_dim": 8, "prototypes": 3, "heads": 1, "dataset_size": 12},
+            backbone, dim,
+        )
+        views = [torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(rank + s)) for s in (10, 20)]
+        indices = torch.tensor([0, 1, 2]) + 6 * rank
+        method(views, Batch(indices=indices))
+        results[rank] = (method.memory.clone(), method.project(torch.cat(views)).detach())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_deepcluster_memory_bank_holds_every_ranks_embeddings():
+    results = mp.Manager().dict()
+    mp.spawn(_deepcluster_worker, args=(_free_port(), results), nprocs=WORLD, join=True)
+    memory_0, z_0 = results[0]
+    memory_1, z_1 = results[1]
+    assert torch.equal(memory_0, memory_1)
+    for rank, z in ((0, z_0), (1, z_1)):
+        rows = torch.arange(3) + 6 * rank
+        # Global crop c of the batch is stored in memory[c]; training-mode BN makes the
+        # projections depend on the batch, so compare with the same batch's projections.
+        assert torch.allclose(memory_0[0, rows], z[:3], atol=1e-5)
+        assert torch.allclose(memory_0[1, rows], z[3:], atol=1e-5)
+    assert memory_0[:, 3:6].abs().sum() == 0 and memory_0[:, 9:].abs().sum() == 0
