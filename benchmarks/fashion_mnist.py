@@ -118,7 +118,10 @@ def main() -> None:
     else:
         if not fashion_mnist_available():
             raise SystemExit("Fashion-MNIST is not installed: apt-get install -y dataset-fashion-mnist")
-        names = [m for m in METHODS if m not in DIAGNOSTIC_METHODS] if args.method == "all" else args.method.split(",")
+        names = (
+            [m for m, cls in METHODS.items() if cls.modality == "image" and m not in DIAGNOSTIC_METHODS]
+            if args.method == "all" else args.method.split(",")
+        )
         labels = [int(n) for n in args.labels_per_class.split(",")]
         run_dirs = pretrain_all(names, labels, args.budget, args.out, args.overrides)
         budget, method = args.budget, args.method

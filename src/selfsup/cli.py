@@ -18,6 +18,9 @@ examples:
   selfsup pretrain --resume runs/simclr-fashion-mnist-20261124-101500
   selfsup evaluate runs/simclr-fashion-mnist-20261124-101500
   selfsup embed runs/simclr-fashion-mnist-20261124-101500 --data ./my_images --out features.npy
+  selfsup pretrain --modality text --method mlm --budget 15m   BERT-style MLM on the stdlib docstrings
+  selfsup fill-mask runs/mlm-stdlib-docs-20261124-101500 "Return the [MASK] of the list."
+  selfsup embed runs/mlm-stdlib-docs-20261124-101500 --text "Open a file." --out sentence.npy
 """
 
 
@@ -30,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     pretrain = commands.add_parser("pretrain", help="train an encoder, evaluate it, print a summary table")
-    pretrain.add_argument("--method", help="SSL method (see `selfsup methods`); default simclr")
-    pretrain.add_argument("--data", help="fashion-mnist, digits, or a folder of images; default fashion-mnist if installed")
+    pretrain.add_argument("--modality", choices=("image", "text"), help="what to learn from; default: the method's (image for simclr)")
+    pretrain.add_argument("--method", help="SSL method (see `selfsup methods`); default simclr, or mlm with --modality text")
+    pretrain.add_argument("--data", help="images: fashion-mnist, digits or a folder (default fashion-mnist if installed); "
+                          "text: stdlib-docs (default), python-docs, or .txt/.md/.rst files")
     pretrain.add_argument("--backbone", help="backbone name; default convnet-small")
     length = pretrain.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="passes over the data")
@@ -47,11 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a run's newest checkpoint and update summary.json")
     evaluate.add_argument("run_dir", type=Path)
 
-    embed = commands.add_parser("embed", help="write backbone features of a data source to a .npy file")
+    embed = commands.add_parser("embed", help="write features of a data source or of texts to a .npy file")
     embed.add_argument("run_dir", type=Path)
-    embed.add_argument("--data", required=True, help="fashion-mnist, digits, or a folder of images")
-    embed.add_argument("--out", required=True, type=Path, help="output .npy file")
+    source = embed.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="fashion-mnist, digits, or a folder of images")
+    source.add_argument("--text", action="append", help="a text to embed with a text run (repeat for several)")
+    embed.add_argument("--tokens", action="store_true", help="text: one contextual embedding per token, not per text")
+    embed.add_argument("--out", type=Path, help="output .npy file (required with --data)")
     embed.add_argument("--batch-size", type=int, default=512)
+
+    fill = commands.add_parser("fill-mask", help="the most likely tokens for each [MASK] of a text (masked language models)")
+    fill.add_argument("run_dir", type=Path)
+    fill.add_argument("text", help='e.g. "This is [MASK] cat."')
+    fill.add_argument("--top-k", type=int, default=5)
 
     commands.add_parser("methods", help="list the methods, one line each")
     return parser
@@ -69,6 +82,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "train.seed": args.seed,
         "out": args.out,
     }
+    if args.method is None and args.modality == "text" and not args.config:
+        flags["method.name"] = args.method = "mlm"
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     if args.method is not None:
         # A new method starts from its own defaults, not from another method's options.
@@ -107,12 +122,15 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "pretrain":
         if args.resume is not None:
-            extra = [name for name in ("method", "data", "backbone", "budget", "batch_size", "seed", "labels_per_class", "out", "config") if getattr(args, name)]
+            extra = [name for name in ("modality", "method", "data", "backbone", "budget", "batch_size", "seed", "labels_per_class", "out", "config") if getattr(args, name)]
             if extra or args.overrides:
                 raise ConfigError(f"--resume continues a run with its own config.yaml; drop {', '.join('--' + e.replace('_', '-') for e in extra) or 'the overrides'}")
             summary = runs.pretrain(Config(), resume_dir=args.resume)
         else:
-            summary = runs.pretrain(config_from_args(args))
+            config = config_from_args(args)
+            if args.modality is not None and runs.modality(config) != args.modality:
+                raise ConfigError(f"--modality {args.modality}: method {config.method['name']!r} learns from {runs.modality(config)}")
+            summary = runs.pretrain(config)
         from selfsup import distributed
 
         if distributed.is_main_process():  # under torchrun, one table
@@ -122,8 +140,23 @@ def _run(args: argparse.Namespace) -> int:
         print(format_summary(runs.evaluate_run(args.run_dir)))
         return 0
     if args.command == "embed":
-        result = runs.embed_to_file(args.run_dir, args.data, args.out, args.batch_size)
+        if args.text:
+            result = runs.embed_texts(args.run_dir, args.text, args.out, tokens=args.tokens)
+            if args.out is None:
+                import numpy as np
+
+                print(np.array2string(result["features"], precision=4, threshold=64, edgeitems=4))
+        else:
+            if args.out is None:
+                raise ConfigError("selfsup embed --data needs --out FILE.npy")
+            result = runs.embed_to_file(args.run_dir, args.data, args.out, args.batch_size)
         print(format_table(["rows", "dim", "skipped", "file"], [[result["rows"], result["dim"], result["skipped"], result["out"]]]))
+        return 0
+    if args.command == "fill-mask":
+        rows = []
+        for position, candidates in runs.fill_mask(args.run_dir, args.text, args.top_k):
+            rows += [[f"[MASK] {position + 1}", rank + 1, token, f"{probability:.3f}"] for rank, (token, probability) in enumerate(candidates)]
+        print(format_table(["mask", "rank", "token", "probability"], rows))
         return 0
     raise AssertionError(args.command)
 

@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = "auto"
-    """'fashion-mnist', 'digits', or a folder of images; 'auto' = fashion-mnist if installed, else digits."""
+    """Images: 'fashion-mnist', 'digits' or a folder; 'auto' = fashion-mnist if installed, else digits.
+    Text: 'stdlib-docs', 'python-docs' or a .txt/.md/.rst file or folder; 'auto' = stdlib-docs."""
     channels: int | None = None
     """Image channels (1 or 3); null keeps the source's own (folders: 3)."""
     size: int | None = None
@@ -37,10 +38,27 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str = "convnet-small"
-    """A registered backbone: see `selfsup.backbones.BACKBONES`."""
+    name: str | None = None
+    """A registered backbone (`selfsup.backbones.BACKBONES`); null = convnet-small for images,
+    transformer for text."""
     width: int | None = None
-    """Channels of the first stage; null keeps the architecture's default."""
+    """Channels of the first stage (transformer: hidden width); null keeps the default."""
+    depth: int | None = None
+    """Transformer blocks (text); null = 4."""
+    heads: int | None = None
+    """Attention heads (text); null = 4."""
+
+
+@dataclass
+class TextConfig:
+    tokenizer: str = "wordpiece"
+    """Sub-word tokenizer trained on the corpus: 'wordpiece' (BERT) or 'bpe' (byte-level, GPT-2)."""
+    vocab_size: int = 8000
+    max_length: int = 128
+    """Tokens per sequence, [CLS] and [SEP] included; longer documents are truncated."""
+    lowercase: bool = True
+    test_fraction: float = 0.1
+    """Share of the documents held out for evaluation."""
 
 
 @dataclass
@@ -64,6 +82,7 @@ class AugmentConfig:
 OPTIMIZERS = ("sgd", "lars", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+TOKENIZERS = ("wordpiece", "bpe")
 
 
 @dataclass
@@ -116,6 +135,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     out: str | None = None
     """Run directory; null = runs/<method>-<data>-<time>."""
 
@@ -253,10 +273,11 @@ def _check_choices(config: Any, prefix: str) -> None:
         "optimizer": OPTIMIZERS,
         "device": DEVICES,
         "precision": PRECISIONS,
+        "tokenizer": TOKENIZERS,
     }
     for name, allowed in choices.items():
         value = getattr(config, name, None)
-        if isinstance(config, TrainConfig) and value is not None and value not in allowed:
+        if isinstance(config, (TrainConfig, TextConfig)) and value is not None and value not in allowed:
             raise ConfigError(f"{prefix}{name}: {value!r} is not one of {', '.join(allowed)}")
     if isinstance(config, TrainConfig):
         parse_budget(config.budget)

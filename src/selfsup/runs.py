@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from selfsup import config as config_module
-from selfsup import distributed
+from selfsup import distributed, text_runs
 from selfsup.augment.views import RECIPES, ViewMaker
 from selfsup.backbones import build_backbone, uses_convolutions
-from selfsup.config import Config, ConfigError
+from selfsup.config import Config, ConfigError, TrainConfig
 from selfsup.data import DataError, ImageSet, default_source, describe_skipped, iter_folder_batches, load_splits
 from selfsup.data.folder import scan_folder
 from selfsup.evaluate.pipeline import encode, evaluate_method, labelled_subset
@@ -31,6 +31,7 @@ from selfsup.methods import Method, build_method, method_class, resolve_method_o
 from selfsup.train import checkpoint
 from selfsup.train.trainer import Trainer, resolve_device
 
+DEFAULT_BACKBONE = "convnet-small"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped_files.txt"
@@ -48,24 +49,34 @@ def write_atomic(path: Path, text: str) -> None:
 
 # ---------------------------------------------------------------------------- building
 def resolve_source(config: Config) -> str:
-    """The data source to use; 'auto' falls back to digits, with a message, without Fashion-MNIST."""
+    """The data source to use; 'auto' is stdlib-docs for text, and for images Fashion-MNIST,
+    falling back to digits with a message when it is not installed."""
     if config.data.source != "auto":
         return config.data.source
+    if modality(config) == "text":
+        return text_runs.DEFAULT_SOURCE
     source = default_source()
     if source != "fashion-mnist":
         say("Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist); using the bundled 8x8 digits")
     return source
 
 
-def load_data(config: Config) -> tuple[ImageSet, ImageSet, ImageSet]:
+def load_data(config: Config, run_dir: Path):
+    """(pretraining set, labelled train split, test split): images, or tokenised documents
+    (text runs train their tokenizer here and keep it in ``run_dir``)."""
+    if modality(config) == "text":
+        return text_runs.load_text_data(config, run_dir)
     return load_splits(config.data.source, config.data.channels, config.data.size, config.data.workers)
 
 
-def resolve(config: Config, pretrain_set: ImageSet) -> Config:
+def resolve(config: Config, pretrain_set) -> Config:
     """Fill every value left open (null) from the data and the method's recipes.
 
     The result is what ``config.yaml`` records, so a run can be rebuilt exactly.
     """
+    if modality(config) == "text":
+        config = text_runs.resolve_text(config, pretrain_set)
+        return dataclasses.replace(config, train=resolve_train(config.train, method_class(config.method["name"])))
     method_options = resolve_method_options(config.method)
     cls = method_class(method_options["name"])
     method_options = cls.fit_options(method_options, len(pretrain_set))
@@ -93,18 +104,28 @@ def resolve(config: Config, pretrain_set: ImageSet) -> Config:
     for name, value in (("mean", augment.mean), ("std", augment.std)):
         if len(value) != pretrain_set.channels:
             raise ConfigError(f"augment.{name} has {len(value)} values but the images have {pretrain_set.channels} channels")
-    train_recipe = cls.train_recipe
-    train = config.train
-    train = dataclasses.replace(
-        train,
-        optimizer=train.optimizer or train_recipe["optimizer"],
-        lr=train_recipe["lr"] if train.lr is None else train.lr,
-        weight_decay=train_recipe["weight_decay"] if train.weight_decay is None else train.weight_decay,
-        epochs=train.epochs if (train.epochs or train.budget) else train_recipe["epochs"],
-        clip_grad=train_recipe.get("clip_grad") if train.clip_grad is None else train.clip_grad,
-    )
     data = dataclasses.replace(config.data, channels=pretrain_set.channels, size=pretrain_set.height)
-    return dataclasses.replace(config, method=method_options, augment=augment, train=train, data=data)
+    backbone = dataclasses.replace(config.backbone, name=config.backbone.name or DEFAULT_BACKBONE)
+    return dataclasses.replace(
+        config, method=method_options, augment=augment, train=resolve_train(config.train, cls), data=data, backbone=backbone
+    )
+
+
+def resolve_train(train: TrainConfig, cls: type[Method]) -> TrainConfig:
+    """The optimisation settings left open, from the method's recipe."""
+    recipe = cls.train_recipe
+    return dataclasses.replace(
+        train,
+        optimizer=train.optimizer or recipe["optimizer"],
+        lr=recipe["lr"] if train.lr is None else train.lr,
+        weight_decay=recipe["weight_decay"] if train.weight_decay is None else train.weight_decay,
+        epochs=train.epochs if (train.epochs or train.budget) else recipe["epochs"],
+        clip_grad=recipe.get("clip_grad") if train.clip_grad is None else train.clip_grad,
+    )
+
+
+def modality(config: Config) -> str:
+    return method_class(config.method["name"]).modality
 
 
 def default_local_size(global_size: int) -> int:
@@ -119,7 +140,10 @@ def _channel_statistics(images: torch.Tensor, max_images: int = 10_000) -> tuple
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
-def build_view_maker(config: Config) -> ViewMaker:
+def build_view_maker(config: Config):
+    """The run's view maker: augmented crops for images, masked copies for text."""
+    if modality(config) == "text":
+        return text_runs.build_token_views(config)
     augment = config.augment
     recipe = dataclasses.replace(
         RECIPES[augment.recipe],
@@ -133,8 +157,10 @@ def build_view_maker(config: Config) -> ViewMaker:
 
 def build_model(config: Config) -> Method:
     """The method with its backbone at the initialisation given by ``train.seed``."""
+    if modality(config) == "text":
+        return text_runs.build_text_model(config)
     torch.manual_seed(config.train.seed)
-    backbone, dim = build_backbone(config.backbone.name, config.data.channels, config.backbone.width)
+    backbone, dim = build_backbone(config.backbone.name or DEFAULT_BACKBONE, config.data.channels, config.backbone.width)
     return build_method(config.method, backbone, dim)
 
 
@@ -161,7 +187,7 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     launched_here = not distributed.is_initialized() and distributed.init_from_environment(resolve_device(config.train.device))
     main = distributed.is_main_process()
     run_dir = Path(distributed.broadcast_object(str(run_dir)))
-    pretrain_set, eval_train, eval_test = load_data(config)
+    pretrain_set, eval_train, eval_test = load_data(config, run_dir)
     if resume_dir is None:
         config = resolve(config, pretrain_set)
         config = dataclasses.replace(config, out=str(run_dir))
@@ -174,7 +200,7 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     distributed.barrier()
     if main:
         say(f"run directory: {run_dir}" + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""))
-        say(f"data: {pretrain_set.name}, {len(pretrain_set)} images {tuple(pretrain_set.images.shape[1:])}")
+        say(f"data: {pretrain_set.name}, {len(pretrain_set)} {pretrain_set.describe_rows()}")
 
     method = build_model(config)
     view_maker = build_view_maker(config)
@@ -207,9 +233,15 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     return summary
 
 
-def evaluate_trained(method: Method, view_maker: ViewMaker, config: Config, eval_train: ImageSet, eval_test: ImageSet, device) -> dict:
-    say("evaluating: kNN, linear probe, few-shot, energy AUC, collapse, baselines")
+def evaluate_trained(method: Method, view_maker, config: Config, eval_train, eval_test, device) -> dict:
     started = time.perf_counter()
+    if modality(config) == "text":
+        say("evaluating: masked-token accuracy and perplexity, pseudo-likelihood energy AUC, probes, baselines")
+        random_init = build_model(config) if config.eval.baselines else None
+        result = text_runs.evaluate_text(method, view_maker, config, eval_train, eval_test, device, random_init)
+        result["evaluation_seconds"] = round(time.perf_counter() - started, 1)
+        return result
+    say("evaluating: kNN, linear probe, few-shot, energy AUC, collapse, baselines")
     result = evaluate_method(
         method, view_maker, eval_train, eval_test, device,
         fewshot_seeds=config.eval.fewshot_seeds,
@@ -240,7 +272,7 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the evaluation protocol on a run's newest checkpoint; updates ``summary.json``."""
     config, method, state = load_run(run_dir)
     device = next(method.parameters()).device
-    _, eval_train, eval_test = load_data(config)
+    _, eval_train, eval_test = load_data(config, run_dir)
     summary_path = run_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary.update(
@@ -313,3 +345,49 @@ def _finish_memmap(partial: Path, out: Path, rows: int, dim: int, chunk: int = 6
     target.flush()
     del target, source
     partial.unlink()
+
+
+# ---------------------------------------------------------------------------- text commands
+def _load_text_run(run_dir: Path) -> tuple[Config, Method, Any]:
+    config, method, _ = load_run(run_dir)
+    if modality(config) != "text":
+        raise ConfigError(f"{run_dir} is a {modality(config)} run; this command needs a text run (e.g. --method mlm)")
+    return config, method, text_runs.run_tokenizer(run_dir)
+
+
+@torch.no_grad()
+def fill_mask(run_dir: Path, text: str, top_k: int = 5) -> list[tuple[int, list[tuple[str, float]]]]:
+    """For each [MASK] of ``text``: its index among the masks and the ``top_k`` most likely
+    tokens with their probabilities under the run's masked language model."""
+    config, method, tokenizer = _load_text_run(run_dir)
+    if method.causal_attention:
+        raise ConfigError(f"{run_dir} holds a causal model, which predicts the next token, not masked ones; use an mlm run")
+    ids = text_runs.encode_text(tokenizer, text, config.text.max_length).to(next(method.parameters()).device)
+    positions = (ids[0] == text_runs.MASK_ID).nonzero().flatten()
+    if len(positions) == 0:
+        raise ConfigError(f"no [MASK] in {text!r}; write [MASK] where a word is to be predicted")
+    probabilities = method.token_log_probabilities(ids)[0, positions].exp()
+    best = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+    return [
+        (index, [(tokenizer.id_to_token(int(token)), float(p)) for token, p in zip(best.indices[index], best.values[index])])
+        for index in range(len(positions))
+    ]
+
+
+@torch.no_grad()
+def embed_texts(run_dir: Path, texts: list[str], out: Path | None, tokens: bool = False) -> dict[str, Any]:
+    """Sentence embeddings [len(texts), D] (mean of the contextual token embeddings), or with
+    ``tokens`` the contextual embedding of every token of the first text [T, D]; written to
+    ``out`` (.npy) when given."""
+    config, method, tokenizer = _load_text_run(run_dir)
+    device = next(method.parameters()).device
+    ids = torch.cat([text_runs.encode_text(tokenizer, text, config.text.max_length) for text in texts]).to(device)
+    if tokens:
+        real = ids[0] != text_runs.PAD_ID
+        features = method.hidden(ids[:1])[0, real].float().cpu().numpy()
+    else:
+        features = method.embed(ids).float().cpu().numpy()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, features)
+    return {"rows": len(features), "dim": features.shape[1], "skipped": 0, "out": str(out) if out else "-", "features": features}

@@ -1,4 +1,8 @@
-"""Backbones by name. Any nn.Module mapping images to [B, D] works; these are the built-ins."""
+"""Backbones by name. Any nn.Module mapping images to [B, D] works; these are the built-ins.
+
+The registry holds image backbones (built from in_channels and width); the text encoder
+(``TransformerEncoder``, token ids -> [B, T, D]) is built directly by text methods.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from torch import nn
 
 from selfsup.backbones.convnet import ConvNet
 from selfsup.backbones.resnet import ResNet, resnet18, resnet34, resnet50
+from selfsup.backbones.text import TransformerEncoder
 from selfsup.config import ConfigError
 
 
@@ -49,4 +54,4 @@ def build_backbone(name: str, in_channels: int, width: int | None = None) -> tup
     return module, module.output_dim
 
 
-__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "ResNet", "build_backbone", "uses_convolutions", "resnet18", "resnet34", "resnet50"]
+__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "ResNet", "TransformerEncoder", "build_backbone", "resnet18", "resnet34", "resnet50", "uses_convolutions"]

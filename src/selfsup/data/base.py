@@ -73,6 +73,14 @@ class ImageSet:
         return self.images.shape[0]
 
     @property
+    def samples(self) -> torch.Tensor:
+        """The rows the trainer draws batches from (what every modality's set exposes)."""
+        return self.images
+
+    def describe_rows(self) -> str:
+        return f"images {tuple(self.images.shape[1:])}"
+
+    @property
     def channels(self) -> int:
         return self.images.shape[1]
 

@@ -13,6 +13,12 @@ from selfsup.methods.base import Batch, Method, StepOutput
 from selfsup.methods.byol import BYOL
 from selfsup.methods.deepcluster import DeepClusterV2
 from selfsup.methods.dino import DINO
+from selfsup.methods.language import (
+    CausalLanguageModel,
+    MaskedLanguageModel,
+    SpanMaskedLanguageModel,
+    WholeWordMaskedLanguageModel,
+)
 from selfsup.methods.moco import MoCoV2, MoCoV3
 from selfsup.methods.paws import PAWS
 from selfsup.methods.siamese_naive import SiameseNaive
@@ -23,7 +29,10 @@ from selfsup.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DeepClusterV2, SwAV, DINO, PAWS, SiameseNaive)
+    for cls in (
+        SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DeepClusterV2, SwAV, DINO, PAWS, SiameseNaive,
+        MaskedLanguageModel, WholeWordMaskedLanguageModel, SpanMaskedLanguageModel, CausalLanguageModel,
+    )
 }
 
 # Arguments a method receives from the run rather than from its configuration.
@@ -74,6 +83,7 @@ def build_method(options: dict[str, Any], backbone: nn.Module, backbone_dim: int
 
 
 __all__ = [
-    "DINO", "METHODS", "PAWS", "BYOL", "Batch", "BarlowTwins", "DeepClusterV2", "Method", "MoCoV2", "MoCoV3", "SiameseNaive",
-    "SimCLR", "SimSiam", "StepOutput", "SwAV", "VICReg", "build_method", "method_defaults", "resolve_method_options",
+    "BYOL", "DINO", "METHODS", "PAWS", "Batch", "BarlowTwins", "CausalLanguageModel", "DeepClusterV2", "MaskedLanguageModel",
+    "Method", "MoCoV2", "MoCoV3", "SiameseNaive", "SimCLR", "SimSiam", "SpanMaskedLanguageModel", "StepOutput", "SwAV",
+    "VICReg", "WholeWordMaskedLanguageModel", "build_method", "method_defaults", "resolve_method_options",
 ]

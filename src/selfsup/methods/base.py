@@ -59,6 +59,7 @@ class Method(nn.Module):
 
     name: str = ""
     summary: str = ""
+    modality: str = "image"  # what the method learns from: image (views) or text (token ids)
     default_recipe: str = "small-images"
     # The optimisation recipe used when the configuration leaves it open (train.* = null);
     # lr is per 256 images and scaled linearly with the global batch; an optional "clip_grad"

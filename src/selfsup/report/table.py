@@ -46,10 +46,16 @@ def _percent(value: Any) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The table printed after ``selfsup pretrain`` / ``evaluate``: the run beside its baselines."""
+    text = "perplexity" in summary
     lines = [
         f"method {summary.get('method')} | data {summary.get('data')} | backbone {summary.get('backbone')} | "
-        f"{summary.get('steps')} steps in {summary.get('seconds', 0):.0f} s ({summary.get('images_per_second', 0):,.0f} images/s)"
+        f"{summary.get('steps')} steps in {summary.get('seconds', 0):.0f} s "
+        f"({summary.get('images_per_second', 0):,.0f} {'sequences' if text else 'images'}/s)"
     ]
+    if text:
+        lines.append(
+            f"held-out predicted tokens: accuracy {_percent(summary['masked_accuracy'])}, perplexity {summary['perplexity']:.1f}"
+        )
     rows = []
     candidates = [(summary.get("method", "this run"), summary)]
     candidates += [(name.replace("_", " "), metrics) for name, metrics in (summary.get("baselines") or {}).items()]
@@ -60,7 +66,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += ["", format_table(["features"] + [label for label, _ in ACCURACY_COLUMNS], rows)]
     collapse = summary.get("collapse")
     if "energy_auc" in summary:
-        lines += ["", f"energy AUC (two views of one image vs of two images): {summary['energy_auc']:.3f}"]
+        pairs = "original sentence vs one token replaced" if text else "two views of one image vs of two images"
+        lines += ["", f"energy AUC ({pairs}): {summary['energy_auc']:.3f}"]
     if collapse:
         verdict = "COLLAPSED: " + "; ".join(collapse.get("reasons", [])) if collapse.get("collapsed") else "no collapse"
         lines.append(

@@ -110,9 +110,9 @@ class Trainer:
         if self.train_config.precision == "bf16" and self.device.type != "cuda":
             raise ConfigError("train.precision=bf16 runs on CUDA only (it is far slower than fp32 on most CPUs); use fp32 or auto")
 
-        self.images = train_set.images
-        if self.device.type == "cuda" and self.images.numel() < 2**31:
-            self.images = self.images.to(self.device)  # small sets live on the GPU: no per-step copies
+        self.samples = train_set.samples
+        if self.device.type == "cuda" and self.samples.numel() < 2**31:
+            self.samples = self.samples.to(self.device)  # small sets live on the GPU: no per-step copies
         self.labels = train_set.labels
         self.world = distributed.world_size()
         self.rank = distributed.rank()
@@ -171,8 +171,8 @@ class Trainer:
         return self._epoch_order[1][start : start + self.train_config.batch_size]
 
     def _augment(self, indices: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
-        images = self.images[indices.to(self.images.device)].to(self.device, non_blocking=True)
-        views = self.view_maker(images, generator)
+        samples = self.samples[indices.to(self.samples.device)].to(self.device, non_blocking=True)
+        views = self.view_maker(samples, generator)
         if self.channels_last:
             views = [view.contiguous(memory_format=torch.channels_last) for view in views]
         return views
@@ -341,7 +341,7 @@ class Trainer:
         self.method.eval()
         try:
             train_x, test_x = (
-                encode(self.method.embed, split.images[:count], self.view_maker, self.device, self.channels_last)
+                encode(self.method.embed, split.samples[:count], self.view_maker, self.device, self.channels_last)
                 for split, count in ((train_split, _ONLINE_KNN_TRAIN), (test_split, _ONLINE_KNN_TEST))
             )
         finally:

@@ -1,0 +1,168 @@
+"""The text side of the run pipelines: corpus -> tokenizer -> token sequences -> model, and
+the text evaluation, fill-mask and embedding behind the commands.
+
+:mod:`selfsup.runs` calls these when the method's modality is text; the trainer is shared.
+A text run directory also holds ``tokenizer.json``, trained on the run's training documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from selfsup.augment.masking import TokenViews
+from selfsup.backbones.text import TransformerEncoder
+from selfsup.config import Config, ConfigError
+from selfsup.data.text import load_corpus, split_corpus
+from selfsup.data.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
+from selfsup.evaluate.protocol import accuracy_metrics
+from selfsup.evaluate.text import bag_of_words, masked_token_metrics, pseudo_likelihood_auc
+from selfsup.methods import Method, build_method, method_class, resolve_method_options
+
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_SOURCE = "stdlib-docs"
+PAD_ID, MASK_ID = 0, 4  # fixed ids of [PAD] and [MASK] (selfsup.data.tokenizer.SPECIAL_TOKENS)
+DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_HEADS = 256, 4, 4
+_EVALUATION_SEED = 1234
+_ENERGY_SENTENCES, _ENERGY_TOKENS = 256, 32  # PLL costs one forward per token: kept small
+
+
+@dataclass
+class TokenSet:
+    """Tokenised documents: ``samples`` [N, 2, T] int64 holds the token ids (channel 0) and
+    the word index of each token (channel 1, -1 at special tokens), which whole-word masking
+    needs; ``labels`` [N] (-1 unlabelled) index ``class_names``."""
+
+    samples: Tensor
+    labels: Tensor
+    name: str
+    class_names: list[str]
+    vocab_size: int
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def describe_rows(self) -> str:
+        return f"documents of up to {self.samples.shape[-1]} tokens (vocabulary {self.vocab_size})"
+
+    @property
+    def ids(self) -> Tensor:
+        return self.samples[:, 0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices: Tensor, name: str) -> TokenSet:
+        return TokenSet(self.samples[indices], self.labels[indices], name, self.class_names, self.vocab_size, self.skipped)
+
+
+def load_text_data(config: Config, run_dir: Path) -> tuple[TokenSet, TokenSet, TokenSet]:
+    """(pretraining set, labelled train split, test split) of the corpus, tokenised with the
+    run's ``tokenizer.json`` (trained on the training documents and saved when absent)."""
+    corpus = load_corpus(config.data.source)
+    train_docs, test_docs = split_corpus(corpus, test_fraction=config.text.test_fraction, seed=config.train.seed)
+    path = run_dir / TOKENIZER_FILE
+    if path.is_file():
+        tokenizer = load_tokenizer(path)
+    else:
+        tokenizer = train_tokenizer(train_docs.documents, config.text.vocab_size, config.text.tokenizer, config.text.lowercase)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(tokenizer, path)
+    sets = []
+    for split, documents in (("train", train_docs), ("test", test_docs)):
+        ids, word_ids = encode_documents(tokenizer, documents.documents, config.text.max_length)
+        sets.append(TokenSet(
+            torch.stack([ids, word_ids], dim=1), torch.tensor(documents.labels, dtype=torch.long), f"{corpus.name}:{split}",
+            list(corpus.label_names), tokenizer.get_vocab_size(), list(corpus.skipped),
+        ))
+    return sets[0], sets[0], sets[1]
+
+
+def resolve_text(config: Config, pretrain_set: TokenSet) -> Config:
+    """Fill the values left open for a text run: the encoder's sizes, the vocabulary the
+    tokenizer ended with and the method's options (:func:`selfsup.runs.resolve` adds the
+    optimisation recipe)."""
+    method_options = resolve_method_options(config.method)
+    backbone = dataclasses.replace(
+        config.backbone,
+        name=config.backbone.name or "transformer",
+        width=config.backbone.width or DEFAULT_WIDTH,
+        depth=config.backbone.depth or DEFAULT_DEPTH,
+        heads=config.backbone.heads or DEFAULT_HEADS,
+    )
+    if backbone.name != "transformer":
+        raise ConfigError(f"backbone.name: text methods use the 'transformer' encoder, got {backbone.name!r}")
+    text = dataclasses.replace(config.text, vocab_size=pretrain_set.vocab_size)
+    return dataclasses.replace(config, method=method_options, backbone=backbone, text=text)
+
+
+def build_text_model(config: Config) -> Method:
+    """The language model with its encoder at the initialisation given by ``train.seed``."""
+    torch.manual_seed(config.train.seed)
+    cls = method_class(config.method["name"])
+    encoder = TransformerEncoder(
+        config.text.vocab_size, width=config.backbone.width, depth=config.backbone.depth, heads=config.backbone.heads,
+        max_length=config.text.max_length, causal=cls.causal_attention,
+    )
+    return build_method(config.method, encoder, encoder.output_dim)
+
+
+def build_token_views(config: Config) -> TokenViews:
+    options = resolve_method_options(config.method)
+    return TokenViews(
+        method_class(options["name"]).masking, config.text.vocab_size,
+        rate=options["mask_rate"], mask_fraction=options["mask_fraction"], random_fraction=options["random_fraction"],
+    )
+
+
+@torch.no_grad()
+def evaluate_text(method: Method, views: TokenViews, config: Config, train: TokenSet, test: TokenSet, device: torch.device,
+                  random_init: Method | None = None) -> dict:
+    """The text part of ``summary.json``: held-out masked-token accuracy and perplexity,
+    pseudo-log-likelihood energy AUC, and probes on the documents' labels beside a
+    bag-of-words baseline and the same encoder at random initialisation."""
+    method.eval()
+    generator = torch.Generator().manual_seed(_EVALUATION_SEED)
+    result = masked_token_metrics(method, views, test.samples.to(device), generator)
+    sentences = test.ids[:_ENERGY_SENTENCES, : _ENERGY_TOKENS].to(device)
+    result["energy_auc"] = pseudo_likelihood_auc(method, sentences, config.text.vocab_size, generator)
+
+    labelled_train, labelled_test = (s.subset(torch.nonzero(s.labels >= 0).flatten(), s.name) for s in (train, test))
+    if len(labelled_train) and len(labelled_test):
+        def features(model: Method, split: TokenSet) -> Tensor:
+            return torch.cat([model.embed(split.ids[i : i + 256].to(device)).float().cpu() for i in range(0, len(split), 256)])
+
+        def probe(train_x: Tensor, test_x: Tensor) -> dict:
+            return accuracy_metrics(train_x, labelled_train.labels, test_x, labelled_test.labels, train.num_classes,
+                                    seeds=config.eval.fewshot_seeds)
+
+        result.update(probe(features(method, labelled_train), features(method, labelled_test)))
+        if config.eval.baselines:
+            result["baselines"] = {
+                "bag_of_words": probe(bag_of_words(labelled_train.ids, config.text.vocab_size),
+                                      bag_of_words(labelled_test.ids, config.text.vocab_size)),
+            }
+            if random_init is not None:
+                random_init.to(device).eval()
+                result["baselines"]["random_init"] = probe(features(random_init, labelled_train), features(random_init, labelled_test))
+    return result
+
+
+
+def run_tokenizer(run_dir: Path):
+    path = run_dir / TOKENIZER_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no {TOKENIZER_FILE}; is it a text run?")
+    return load_tokenizer(path)
+
+
+def encode_text(tokenizer, text: str, max_length: int) -> Tensor:
+    """Token ids [1, T] of one text, as the run's documents were encoded."""
+    ids, _ = encode_documents(tokenizer, [text], max_length)
+    return ids
