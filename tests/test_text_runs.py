@@ -8,6 +8,7 @@ from selfsup import runs
 from selfsup.cli import main
 from selfsup.config import Config, ConfigError
 from selfsup.data.tokenizer import load_tokenizer
+from selfsup.train.logging import read_metrics
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -81,3 +82,26 @@ def test_text_commands_report_clear_errors(tmp_path, corpus, capsys):
     assert "[MASK]" in capsys.readouterr().err
     assert main(["fill-mask", str(run_dir), "the cat sat on the [MASK]", "--top-k", "2"]) == 0
     assert "probability" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["word2vec", "glove"])
+def test_static_models_train_give_one_vector_per_word_and_similar_words(tmp_path, corpus, method):
+    summary = runs.pretrain(_config(tmp_path, corpus, method, "train.epochs=30", "eval.baselines=false"))
+    losses = [r["loss"] for r in read_metrics(tmp_path / method / "metrics.jsonl") if r["kind"] == "train"]
+    assert losses[-1] < losses[0]
+    assert "perplexity" not in summary and 0 <= summary["energy_auc"] <= 1
+    # The homonym check: a static vector is the same in every sentence.
+    assert summary["homonyms"]["words"] and summary["homonyms"]["mean_cosine"] == pytest.approx(1.0)
+    neighbours = runs.similar_words(tmp_path / method, "cat", top_k=3)
+    assert len(neighbours) == 3 and all(word != "cat" and -1 <= cosine <= 1 for word, cosine in neighbours)
+    with pytest.raises(ConfigError, match="single token"):
+        runs.similar_words(tmp_path / method, "platypus")
+
+
+def test_contextual_vectors_of_a_word_differ_between_sentences(tmp_path, corpus):
+    summary = runs.pretrain(_config(tmp_path, corpus, "mlm", "train.epochs=5", "eval.baselines=false"))
+    homonyms = summary["homonyms"]
+    assert "the" in homonyms["words"] or homonyms["words"]
+    assert homonyms["mean_cosine"] < 0.999
+    with pytest.raises(ConfigError, match="static"):
+        runs.similar_words(tmp_path / "mlm", "cat")

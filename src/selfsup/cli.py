@@ -21,6 +21,8 @@ examples:
   selfsup pretrain --modality text --method mlm --budget 15m   BERT-style MLM on the stdlib docstrings
   selfsup fill-mask runs/mlm-stdlib-docs-20261124-101500 "Return the [MASK] of the list."
   selfsup embed runs/mlm-stdlib-docs-20261124-101500 --text "Open a file." --out sentence.npy
+  selfsup pretrain --modality text --method word2vec --epochs 5
+  selfsup similar-words runs/word2vec-stdlib-docs-20261124-101500 socket
 """
 
 
@@ -65,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("run_dir", type=Path)
     fill.add_argument("text", help='e.g. "This is [MASK] cat."')
     fill.add_argument("--top-k", type=int, default=5)
+
+    similar = commands.add_parser("similar-words", help="the nearest words of a word in a static model (word2vec, glove)")
+    similar.add_argument("run_dir", type=Path)
+    similar.add_argument("word")
+    similar.add_argument("--top-k", type=int, default=10)
 
     commands.add_parser("methods", help="list the methods, one line each")
     return parser
@@ -157,6 +164,10 @@ def _run(args: argparse.Namespace) -> int:
         for position, candidates in runs.fill_mask(args.run_dir, args.text, args.top_k):
             rows += [[f"[MASK] {position + 1}", rank + 1, token, f"{probability:.3f}"] for rank, (token, probability) in enumerate(candidates)]
         print(format_table(["mask", "rank", "token", "probability"], rows))
+        return 0
+    if args.command == "similar-words":
+        rows = [[rank + 1, word, f"{cosine:.3f}"] for rank, (word, cosine) in enumerate(runs.similar_words(args.run_dir, args.word, args.top_k))]
+        print(format_table(["rank", "word", "cosine"], rows))
         return 0
     raise AssertionError(args.command)
 

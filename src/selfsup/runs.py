@@ -210,6 +210,7 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     result = trainer.fit(resume=resume_dir is not None)
     summary = {
         "method": config.method["name"],
+        "modality": modality(config),
         "data": config.data.source,
         "backbone": config.backbone.name,
         "processes": distributed.world_size(),
@@ -226,19 +227,20 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
             distributed.shutdown()
         return summary
     if config.eval.enabled:
-        summary.update(evaluate_trained(method, view_maker, config, eval_train, eval_test, trainer.device))
+        summary.update(evaluate_trained(method, view_maker, config, eval_train, eval_test, trainer.device, run_dir))
     write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
     if launched_here:
         distributed.shutdown()
     return summary
 
 
-def evaluate_trained(method: Method, view_maker, config: Config, eval_train, eval_test, device) -> dict:
+def evaluate_trained(method: Method, view_maker, config: Config, eval_train, eval_test, device, run_dir: Path) -> dict:
     started = time.perf_counter()
     if modality(config) == "text":
         say("evaluating: masked-token accuracy and perplexity, pseudo-likelihood energy AUC, probes, baselines")
         random_init = build_model(config) if config.eval.baselines else None
-        result = text_runs.evaluate_text(method, view_maker, config, eval_train, eval_test, device, random_init)
+        tokenizer = text_runs.run_tokenizer(run_dir)
+        result = text_runs.evaluate_text(method, view_maker, config, eval_train, eval_test, device, tokenizer, random_init)
         result["evaluation_seconds"] = round(time.perf_counter() - started, 1)
         return result
     say("evaluating: kNN, linear probe, few-shot, energy AUC, collapse, baselines")
@@ -277,13 +279,14 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary.update(
         method=config.method["name"],
+        modality=modality(config),
         data=config.data.source,
         backbone=config.backbone.name,
         steps=state["step"],
         seconds=round(state["elapsed_seconds"], 2),
         images_per_second=round(state["step"] * state["global_batch"] / max(state["elapsed_seconds"], 1e-9), 1),
     )
-    summary.update(evaluate_trained(method, build_view_maker(config), config, eval_train, eval_test, device))
+    summary.update(evaluate_trained(method, build_view_maker(config), config, eval_train, eval_test, device, run_dir))
     write_atomic(summary_path, json.dumps(summary, indent=2))
     return summary
 
@@ -391,3 +394,22 @@ def embed_texts(run_dir: Path, texts: list[str], out: Path | None, tokens: bool 
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, features)
     return {"rows": len(features), "dim": features.shape[1], "skipped": 0, "out": str(out) if out else "-", "features": features}
+
+
+@torch.no_grad()
+def similar_words(run_dir: Path, word: str, top_k: int = 10) -> list[tuple[str, float]]:
+    """The ``top_k`` vocabulary entries whose vectors are closest (cosine) to ``word``'s in
+    a static word model (word2vec, GloVe)."""
+    config, method, tokenizer = _load_text_run(run_dir)
+    if not hasattr(method, "word_vectors"):
+        raise ConfigError(f"{run_dir} holds a {config.method['name']} model, whose word vectors depend on the sentence; "
+                          "similar-words needs a static model (--method word2vec or glove)")
+    token = tokenizer.token_to_id(word.lower() if config.text.lowercase else word)
+    if token is None:
+        raise ConfigError(f"{word!r} is not a single token of the run's vocabulary ({config.text.vocab_size} tokens)")
+    vectors = torch.nn.functional.normalize(method.word_vectors().float(), dim=1)
+    cosines = vectors @ vectors[token]
+    cosines[:text_runs.FIRST_REGULAR_ID] = -2  # special tokens are not words
+    cosines[token] = -2
+    best = cosines.topk(min(top_k, len(cosines) - text_runs.FIRST_REGULAR_ID - 1))
+    return [(tokenizer.id_to_token(int(i)), float(c)) for i, c in zip(best.indices, best.values)]

@@ -20,12 +20,13 @@ from selfsup.config import Config, ConfigError
 from selfsup.data.text import load_corpus, split_corpus
 from selfsup.data.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
 from selfsup.evaluate.protocol import accuracy_metrics
-from selfsup.evaluate.text import bag_of_words, masked_token_metrics, pseudo_likelihood_auc
-from selfsup.methods import Method, build_method, method_class, resolve_method_options
+from selfsup.evaluate.text import HOMONYMS, bag_of_words, homonym_spread, masked_token_metrics, pseudo_likelihood_auc
+from selfsup.methods import MaskedLanguageModel, Method, build_method, method_class, resolve_method_options
+from selfsup.methods.static import StaticEmbedding, StaticWordModel
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_SOURCE = "stdlib-docs"
-PAD_ID, MASK_ID = 0, 4  # fixed ids of [PAD] and [MASK] (selfsup.data.tokenizer.SPECIAL_TOKENS)
+PAD_ID, MASK_ID, FIRST_REGULAR_ID = 0, 4, 5  # ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK] (selfsup.data.tokenizer)
 DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_HEADS = 256, 4, 4
 _EVALUATION_SEED = 1234
 _ENERGY_SENTENCES, _ENERGY_TOKENS = 256, 32  # PLL costs one forward per token: kept small
@@ -89,49 +90,62 @@ def resolve_text(config: Config, pretrain_set: TokenSet) -> Config:
     tokenizer ended with and the method's options (:func:`selfsup.runs.resolve` adds the
     optimisation recipe)."""
     method_options = resolve_method_options(config.method)
+    static = issubclass(method_class(method_options["name"]), StaticWordModel)
     backbone = dataclasses.replace(
         config.backbone,
-        name=config.backbone.name or "transformer",
+        name=config.backbone.name or ("embedding" if static else "transformer"),
         width=config.backbone.width or DEFAULT_WIDTH,
         depth=config.backbone.depth or DEFAULT_DEPTH,
         heads=config.backbone.heads or DEFAULT_HEADS,
     )
-    if backbone.name != "transformer":
-        raise ConfigError(f"backbone.name: text methods use the 'transformer' encoder, got {backbone.name!r}")
+    expected = "embedding" if static else "transformer"
+    if backbone.name != expected:
+        raise ConfigError(f"backbone.name: method {method_options['name']!r} uses the {expected!r} encoder, got {backbone.name!r}")
     text = dataclasses.replace(config.text, vocab_size=pretrain_set.vocab_size)
     return dataclasses.replace(config, method=method_options, backbone=backbone, text=text)
 
 
 def build_text_model(config: Config) -> Method:
-    """The language model with its encoder at the initialisation given by ``train.seed``."""
+    """The text model with its encoder (a transformer, or a lookup table for the static
+    word models) at the initialisation given by ``train.seed``."""
     torch.manual_seed(config.train.seed)
     cls = method_class(config.method["name"])
-    encoder = TransformerEncoder(
-        config.text.vocab_size, width=config.backbone.width, depth=config.backbone.depth, heads=config.backbone.heads,
-        max_length=config.text.max_length, causal=cls.causal_attention,
-    )
+    if issubclass(cls, StaticWordModel):
+        encoder = StaticEmbedding(config.text.vocab_size, config.backbone.width)
+    else:
+        encoder = TransformerEncoder(
+            config.text.vocab_size, width=config.backbone.width, depth=config.backbone.depth, heads=config.backbone.heads,
+            max_length=config.text.max_length, causal=cls.causal_attention,
+        )
     return build_method(config.method, encoder, encoder.output_dim)
 
 
 def build_token_views(config: Config) -> TokenViews:
     options = resolve_method_options(config.method)
+    masking = method_class(options["name"]).masking
+    if masking == "none":  # causal and static models read the sequences as they are
+        return TokenViews(masking, config.text.vocab_size)
     return TokenViews(
-        method_class(options["name"]).masking, config.text.vocab_size,
+        masking, config.text.vocab_size,
         rate=options["mask_rate"], mask_fraction=options["mask_fraction"], random_fraction=options["random_fraction"],
     )
 
 
 @torch.no_grad()
 def evaluate_text(method: Method, views: TokenViews, config: Config, train: TokenSet, test: TokenSet, device: torch.device,
-                  random_init: Method | None = None) -> dict:
-    """The text part of ``summary.json``: held-out masked-token accuracy and perplexity,
-    pseudo-log-likelihood energy AUC, and probes on the documents' labels beside a
-    bag-of-words baseline and the same encoder at random initialisation."""
+                  tokenizer, random_init: Method | None = None) -> dict:
+    """The text part of ``summary.json``: held-out masked-token accuracy and perplexity
+    (language models), the sentence energy AUC, the homonym check, and probes on the
+    documents' labels beside a bag-of-words baseline and the same encoder at random
+    initialisation."""
     method.eval()
     generator = torch.Generator().manual_seed(_EVALUATION_SEED)
-    result = masked_token_metrics(method, views, test.samples.to(device), generator)
+    result = {}
+    if isinstance(method, MaskedLanguageModel):
+        result.update(masked_token_metrics(method, views, test.samples.to(device), generator))
     sentences = test.ids[:_ENERGY_SENTENCES, : _ENERGY_TOKENS].to(device)
     result["energy_auc"] = pseudo_likelihood_auc(method, sentences, config.text.vocab_size, generator)
+    result["homonyms"] = homonym_spread(method, test.ids.to(device), homonym_candidates(tokenizer, test.ids))
 
     labelled_train, labelled_test = (s.subset(torch.nonzero(s.labels >= 0).flatten(), s.name) for s in (train, test))
     if len(labelled_train) and len(labelled_test):
@@ -153,6 +167,18 @@ def evaluate_text(method: Method, views: TokenViews, config: Config, train: Toke
                 result["baselines"]["random_init"] = probe(features(random_init, labelled_train), features(random_init, labelled_test))
     return result
 
+
+
+def homonym_candidates(tokenizer, ids: Tensor, fallback: int = 10) -> dict[str, int]:
+    """The words of :data:`HOMONYMS` that are single tokens of the vocabulary; for corpora
+    without them, the ``fallback`` most frequent whole-word tokens of ``ids``."""
+    words = {word: token for word in HOMONYMS if (token := tokenizer.token_to_id(word)) is not None}
+    if words:
+        return words
+    counts = torch.bincount(ids[ids >= FIRST_REGULAR_ID].flatten(), minlength=tokenizer.get_vocab_size())
+    frequent = [int(t) for t in counts.argsort(descending=True) if counts[t] > 1]
+    whole = [(tokenizer.id_to_token(t), t) for t in frequent if not tokenizer.id_to_token(t).startswith("##")]
+    return dict(whole[:fallback])
 
 
 def run_tokenizer(run_dir: Path):

@@ -1,12 +1,10 @@
-"""Evaluation of language models: held-out masked-token accuracy and perplexity, the
-pseudo-log-likelihood energy and its AUC, and the downstream probes on sentence embeddings
-beside a bag-of-words baseline.
+"""Evaluation of text models: held-out masked-token accuracy and perplexity, the energy
+AUC of sentences, the homonym check, and a bag-of-words baseline for the probes.
 
-Energy of a sentence (Salazar et al., "Masked Language Model Scoring", ACL 2020): the
-pseudo-log-likelihood energy E(s) = sum_t -log p(s_t | s with position t masked), one
-masked copy per position, batched. A causal model's energy is its negative
-log-likelihood. ``energy_auc`` is P(E(original) < E(same sentence with one token replaced
-by a random one)).
+Each method scores a sentence with its own ``sentence_energy``: the pseudo-log-likelihood
+energy for masked models (Salazar et al., ACL 2020), the negative log-likelihood for a
+causal one, the log-bilinear co-occurrence score for word2vec and GloVe. ``energy_auc`` is
+P(E(original) < E(same sentence with one token replaced by a random one)).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from torch import Tensor
 from selfsup.energy import energy_auc
 from selfsup.losses.masked import IGNORE
 
-PAD_ID, SPECIAL_IDS, MASK_ID = 0, 5, 4  # ids below SPECIAL_IDS are [PAD] [UNK] [CLS] [SEP] [MASK]
+PAD_ID, FIRST_REGULAR_ID = 0, 5  # ids below 5 are [PAD] [UNK] [CLS] [SEP] [MASK]
 
 
 @torch.no_grad()
@@ -51,34 +49,15 @@ def _prediction_targets(method, views: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def sentence_energy(method, ids: Tensor, batch_size: int = 512) -> Tensor:
-    """E(s) [B] for token sequences ``ids`` [B, T]: pseudo-log-likelihood energy for a masked
-    model, negative log-likelihood for a causal one (via the method's ``energy``)."""
-    if method.causal_attention:
-        scored = ids.clone()
-        scored[ids >= SPECIAL_IDS] = MASK_ID  # score every real token
-        return torch.cat([method.energy(scored[i : i + batch_size], ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)])
-    # One copy of each sentence per real position, with that position masked.
-    rows, positions = (ids >= SPECIAL_IDS).nonzero(as_tuple=True)
-    energies = torch.zeros(len(ids), device=ids.device)
-    for start in range(0, len(rows), batch_size):
-        row, position = rows[start : start + batch_size], positions[start : start + batch_size]
-        masked = ids[row].clone()
-        masked[torch.arange(len(row)), position] = MASK_ID
-        energies.index_add_(0, row, method.energy(masked, ids[row]).float())
-    return energies
-
-
-@torch.no_grad()
 def corrupt_one_token(ids: Tensor, vocab_size: int, generator: torch.Generator) -> Tensor:
     """The same sequences with one real token each replaced by a different random token."""
     corrupted = ids.clone()
-    real = ids >= SPECIAL_IDS
+    real = ids >= FIRST_REGULAR_ID
     scores = torch.rand(ids.shape, generator=generator).to(ids.device).masked_fill(~real, -1)
     position = scores.argmax(dim=1)
     original = ids[torch.arange(len(ids)), position]
-    offset = torch.randint(1, vocab_size - SPECIAL_IDS, (len(ids),), generator=generator).to(ids.device)
-    replacement = SPECIAL_IDS + (original - SPECIAL_IDS + offset) % (vocab_size - SPECIAL_IDS)  # never the original
+    offset = torch.randint(1, vocab_size - FIRST_REGULAR_ID, (len(ids),), generator=generator).to(ids.device)
+    replacement = FIRST_REGULAR_ID + (original - FIRST_REGULAR_ID + offset) % (vocab_size - FIRST_REGULAR_ID)  # never the original
     corrupted[torch.arange(len(ids)), position] = replacement
     return corrupted
 
@@ -86,14 +65,39 @@ def corrupt_one_token(ids: Tensor, vocab_size: int, generator: torch.Generator) 
 def pseudo_likelihood_auc(method, ids: Tensor, vocab_size: int, generator: torch.Generator) -> float:
     """P(E(s) < E(s with one random token replaced)) over held-out sequences ``ids`` that
     have at least two real tokens."""
-    ids = ids[(ids >= SPECIAL_IDS).sum(dim=1) >= 2]
+    ids = ids[(ids >= FIRST_REGULAR_ID).sum(dim=1) >= 2]
     corrupted = corrupt_one_token(ids, vocab_size, generator)
-    return energy_auc(sentence_energy(method, ids).cpu(), sentence_energy(method, corrupted).cpu())
+    return energy_auc(method.sentence_energy(ids).float().cpu(), method.sentence_energy(corrupted).float().cpu())
 
 
 def bag_of_words(ids: Tensor, vocab_size: int) -> Tensor:
     """L2-normalised token counts [N, V] (special tokens left out): the baseline features."""
     counts = torch.zeros(len(ids), vocab_size)
-    counts.scatter_add_(1, ids.cpu(), (ids.cpu() >= SPECIAL_IDS).float())
+    counts.scatter_add_(1, ids.cpu(), (ids.cpu() >= FIRST_REGULAR_ID).float())
     return torch.nn.functional.normalize(counts, dim=1)
 
+
+
+# Words of the Python documentation used in more than one sense (noun and verb, or a
+# Python meaning and a plain one); those that are single tokens of a run's vocabulary are
+# checked.
+HOMONYMS = ("set", "return", "type", "object", "key", "open", "close", "value", "call", "list", "file", "default", "order", "state")
+
+
+@torch.no_grad()
+def homonym_spread(method, ids: Tensor, words: dict[str, int], max_occurrences: int = 64) -> dict:
+    """How much the vector of one word changes with its sentence: for each word (its token
+    id), the cosine between the embeddings of its occurrences in ``ids`` (up to
+    ``max_occurrences``), mean and spread (std) over the pairs. A static model gives
+    cosine 1 and spread 0 by construction; a contextual one less than 1."""
+    report = {}
+    for word, token in words.items():
+        rows, positions = (ids == token).nonzero(as_tuple=True)
+        rows, positions = rows[:max_occurrences], positions[:max_occurrences]
+        if len(rows) < 2:
+            continue
+        vectors = torch.nn.functional.normalize(method.hidden(ids[rows])[torch.arange(len(rows)), positions].float(), dim=1)
+        cosines = (vectors @ vectors.T)[torch.triu_indices(len(rows), len(rows), offset=1).unbind()]
+        report[word] = {"occurrences": len(rows), "mean_cosine": float(cosines.mean()), "cosine_std": float(cosines.std(correction=0))}
+    mean = sum(r["mean_cosine"] for r in report.values()) / len(report) if report else None
+    return {"words": report, "mean_cosine": mean}

@@ -24,6 +24,7 @@ from selfsup.methods.paws import PAWS
 from selfsup.methods.siamese_naive import SiameseNaive
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simsiam import SimSiam
+from selfsup.methods.static import GloVe, Word2Vec
 from selfsup.methods.swav import SwAV
 from selfsup.methods.vicreg import VICReg
 
@@ -31,7 +32,7 @@ METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
         SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DeepClusterV2, SwAV, DINO, PAWS, SiameseNaive,
-        MaskedLanguageModel, WholeWordMaskedLanguageModel, SpanMaskedLanguageModel, CausalLanguageModel,
+        MaskedLanguageModel, WholeWordMaskedLanguageModel, SpanMaskedLanguageModel, CausalLanguageModel, Word2Vec, GloVe,
     )
 }
 
@@ -83,7 +84,7 @@ def build_method(options: dict[str, Any], backbone: nn.Module, backbone_dim: int
 
 
 __all__ = [
-    "BYOL", "DINO", "METHODS", "PAWS", "Batch", "BarlowTwins", "CausalLanguageModel", "DeepClusterV2", "MaskedLanguageModel",
+    "BYOL", "DINO", "METHODS", "PAWS", "Batch", "BarlowTwins", "CausalLanguageModel", "DeepClusterV2", "GloVe", "MaskedLanguageModel",
     "Method", "MoCoV2", "MoCoV3", "SiameseNaive", "SimCLR", "SimSiam", "SpanMaskedLanguageModel", "StepOutput", "SwAV",
-    "VICReg", "WholeWordMaskedLanguageModel", "build_method", "method_defaults", "resolve_method_options",
+    "VICReg", "WholeWordMaskedLanguageModel", "Word2Vec", "build_method", "method_defaults", "resolve_method_options",
 ]

@@ -21,11 +21,15 @@ class Batch:
     ``support_views`` / ``support_labels``: a labelled support batch, two augmented views
     of each image (all first views, then all second views) and their classes, drawn by the
     trainer for semi-supervised methods (PAWS) only.
+    ``generator``: a generator seeded by (seed, step, rank) for randomness inside a step.
     """
 
     indices: torch.Tensor | None = None
     support_views: torch.Tensor | None = None
     support_labels: torch.Tensor | None = None
+    # Seeded by the step: randomness a method draws itself (word2vec's noise words), so
+    # that a resumed run draws what the uninterrupted one did.
+    generator: torch.Generator | None = None
 
 
 @dataclass
@@ -109,6 +113,11 @@ class Method(nn.Module):
         """Clustering methods: soft assignments [B, K] of ``images`` to the prototypes, for
         the usage diagnostics in ``summary.json``."""
         raise NotImplementedError(f"{type(self).__name__} has no prototypes")
+
+    def on_train_start(self, training_views: TrainingViews) -> None:
+        """Called once before the first step of a run or of its resumption, for statistics
+        of the whole corpus that are not learned (word2vec's noise distribution, GloVe's
+        co-occurrence counts)."""
 
     def on_epoch_start(self, epoch: int, training_views: TrainingViews) -> None:
         """Called before the first step of every epoch (DeepCluster's k-means)."""

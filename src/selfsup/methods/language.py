@@ -13,7 +13,7 @@ from selfsup.backbones.text import TransformerEncoder
 from selfsup.losses import causal_lm, masked_accuracy, masked_lm
 from selfsup.methods.base import Batch, Method, StepOutput
 
-PAD_ID, MASK_ID = 0, 4  # fixed ids of [PAD] and [MASK] (selfsup.data.tokenizer.SPECIAL_TOKENS)
+PAD_ID, MASK_ID, FIRST_REGULAR_ID = 0, 4, 5  # ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK] (selfsup.data.tokenizer)
 IGNORE = -100
 
 
@@ -100,6 +100,20 @@ class MaskedLanguageModel(Method):
         return torch.log_softmax(self.backbone.logits(self.hidden(ids)), dim=-1)
 
     @torch.no_grad()
+    def sentence_energy(self, ids: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """The pseudo-log-likelihood energy [B] of token sequences (Salazar, Liang, Nguyen,
+        Kirchhoff, "Masked Language Model Scoring", ACL 2020): sum over the real tokens t of
+        -log p(s_t | s with t masked), one masked copy per token, batched."""
+        rows, positions = (ids >= FIRST_REGULAR_ID).nonzero(as_tuple=True)
+        energies = torch.zeros(len(ids), device=ids.device)
+        for start in range(0, len(rows), batch_size):
+            row, position = rows[start : start + batch_size], positions[start : start + batch_size]
+            masked = ids[row].clone()
+            masked[torch.arange(len(row), device=ids.device), position] = MASK_ID
+            energies.index_add_(0, row, self.energy(masked, ids[row]).float())
+        return energies
+
+    @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hidden_positions = x == MASK_ID
         log_p = torch.log_softmax(self.backbone.logits(self.hidden(x)[hidden_positions]), dim=-1)
@@ -149,6 +163,12 @@ class CausalLanguageModel(MaskedLanguageModel):
         correct, count = masked_accuracy(hidden[:, :-1].detach(), next_tokens, self.backbone.logits)
         metrics = {"next_token_accuracy": float(correct) / max(1, int(count))}
         return StepOutput(loss, metrics)
+
+    @torch.no_grad()
+    def sentence_energy(self, ids: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """The negative log-likelihood [B] of token sequences, every real token scored."""
+        scored = torch.where(ids >= FIRST_REGULAR_ID, torch.full_like(ids, MASK_ID), ids)
+        return torch.cat([self.energy(scored[i : i + batch_size], ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)])
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -46,13 +46,13 @@ def _percent(value: Any) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The table printed after ``selfsup pretrain`` / ``evaluate``: the run beside its baselines."""
-    text = "perplexity" in summary
+    text = summary.get("modality") == "text"
     lines = [
         f"method {summary.get('method')} | data {summary.get('data')} | backbone {summary.get('backbone')} | "
         f"{summary.get('steps')} steps in {summary.get('seconds', 0):.0f} s "
         f"({summary.get('images_per_second', 0):,.0f} {'sequences' if text else 'images'}/s)"
     ]
-    if text:
+    if "perplexity" in summary:
         lines.append(
             f"held-out predicted tokens: accuracy {_percent(summary['masked_accuracy'])}, perplexity {summary['perplexity']:.1f}"
         )
@@ -68,6 +68,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     if "energy_auc" in summary:
         pairs = "original sentence vs one token replaced" if text else "two views of one image vs of two images"
         lines += ["", f"energy AUC ({pairs}): {summary['energy_auc']:.3f}"]
+    homonyms = summary.get("homonyms") or {}
+    if homonyms.get("mean_cosine") is not None:
+        lines.append(
+            f"homonyms: mean cosine between one word's vectors in different sentences {homonyms['mean_cosine']:.3f} "
+            f"over {len(homonyms['words'])} words (1 = the same vector everywhere, as in a static model)"
+        )
     if collapse:
         verdict = "COLLAPSED: " + "; ".join(collapse.get("reasons", [])) if collapse.get("collapsed") else "no collapse"
         lines.append(

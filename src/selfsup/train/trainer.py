@@ -44,7 +44,7 @@ _CALIBRATION_STEPS = range(3, 13)
 _BUDGET_SAFETY = 0.95
 _ONLINE_KNN_TRAIN, _ONLINE_KNN_TEST = 10_000, 2_000
 # Augmentation streams besides the per-rank training views (seeded_generator's ``stream``).
-_SUPPORT_STREAM, _EPOCH_PASS_STREAM = 1 << 20, 1 << 21
+_SUPPORT_STREAM, _EPOCH_PASS_STREAM, _METHOD_STREAM = 1 << 20, 1 << 21, 1 << 22
 
 
 class TrainingDiverged(RuntimeError):
@@ -180,7 +180,8 @@ class Trainer:
     def _step_inputs(self, step: int) -> tuple[list[torch.Tensor], Batch]:
         indices = self._batch_indices(step)
         views = self._augment(indices, seeded_generator(self.train_config.seed, step, self.device, stream=self.rank))
-        batch = Batch(indices=indices.to(self.device))
+        generator = seeded_generator(self.train_config.seed, step, self.device, stream=_METHOD_STREAM + self.rank)
+        batch = Batch(indices=indices.to(self.device), generator=generator)
         if self.support_pool is not None:
             batch.support_views, batch.support_labels = self._support_batch(step)
         return views, batch
@@ -254,6 +255,7 @@ class Trainer:
         steps_at_start = saved_step = step
         stopped_by = "schedule"
         self.method.train()
+        self.method.on_train_start(lambda: self._training_views(epoch=-1))
         try:
             while step < (self.planned_steps or provisional_steps):
                 # Rank 0's clock decides for every process, so that all stop at the same step.
