@@ -1,0 +1,154 @@
+"""Masked-language-model training speed and accuracy against Hugging Face BERT of the same size.
+
+    python benchmarks/text.py [--steps 60] [--batch-size 32] [--no-write]
+
+Prints, measured in this one run on the stdlib-docs corpus:
+- the peak fp32 matmul FLOP/s of the device;
+- training tokens/s of selfsup's MLM step (pre-LN encoder, fused attention, no dropout,
+  vocabulary softmax on the masked positions only) and of ``transformers``'
+  BertForMaskedLM built with the same vocabulary, width, depth, heads, feed-forward size,
+  sequence length and batch, with its defaults otherwise (dropout 0.1, logits at every
+  position); both get the same masked batches and AdamW settings, timed in alternating
+  blocks so that machine load affects both alike;
+- the held-out masked-token accuracy of both after the same number of steps.
+and writes the table into BENCHMARKS.md. Needs ``pip install transformers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from common import machine, markdown_table, peak_matmul_flops, synchronize, update_section
+from selfsup.augment.masking import TokenViews
+from selfsup.augment.views import seeded_generator
+from selfsup.backbones.text import TransformerEncoder
+from selfsup.data.text import load_corpus, split_corpus
+from selfsup.data.tokenizer import encode_documents, train_tokenizer
+from selfsup.losses.masked import IGNORE
+from selfsup.methods import MaskedLanguageModel
+
+LR, WEIGHT_DECAY = 5e-4, 0.01
+
+
+def hugging_face_bert(vocab_size: int, width: int, depth: int, heads: int, length: int):
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
+        intermediate_size=4 * width, max_position_embeddings=length, pad_token_id=0,
+    )
+    return BertForMaskedLM(config)
+
+
+def ours_step(model: MaskedLanguageModel, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return model([inputs, targets]).loss
+
+
+def bert_step(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=inputs, attention_mask=(inputs != 0).long(), labels=targets).loss
+
+
+def train(models: dict, batches: list, steps: int, block: int, device) -> dict[str, float]:
+    """Train every model for ``steps`` on the same batches, alternating blocks of ``block``
+    steps between them; returns seconds spent per model (after one untimed warm-up step)."""
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY) for name, (model, _) in models.items()}
+    seconds = dict.fromkeys(models, 0.0)
+    for name, (model, step) in models.items():  # warm-up: allocation and first-call costs
+        step(model, *batches[0]).backward()
+        optimizers[name].zero_grad(set_to_none=True)
+    for start in range(0, steps, block):
+        for name, (model, step) in models.items():
+            synchronize(device)
+            began = time.perf_counter()
+            for index in range(start, min(steps, start + block)):
+                loss = step(model, *batches[index % len(batches)])
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[name].step()
+            synchronize(device)
+            seconds[name] += time.perf_counter() - began
+    return seconds
+
+
+@torch.no_grad()
+def masked_accuracy(model, step_kind: str, batches: list) -> float:
+    correct = count = 0
+    model.eval()
+    for inputs, targets in batches:
+        selected = targets != IGNORE
+        if step_kind == "ours":
+            logits = model.backbone.logits(model.hidden(inputs)[selected])
+        else:
+            logits = model(input_ids=inputs, attention_mask=(inputs != 0).long()).logits[selected]
+        correct += int((logits.argmax(dim=-1) == targets[selected]).sum())
+        count += int(selected.sum())
+    model.train()
+    return correct / max(1, count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--block", type=int, default=5, help="steps timed in a row before switching model")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    train_docs, test_docs = split_corpus(load_corpus("stdlib-docs"))
+    tokenizer = train_tokenizer(train_docs.documents, args.vocab_size)
+    vocab_size = tokenizer.get_vocab_size()
+    views = TokenViews("tokens", vocab_size)
+
+    def masked_batches(documents, count, seed):
+        ids, word_ids = encode_documents(tokenizer, documents, args.length)
+        samples = torch.stack([ids, word_ids], dim=1)
+        order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
+        batches = []
+        for index in range(count):
+            rows = order[(index * args.batch_size) % len(order):][: args.batch_size]
+            inputs, targets = views(samples[rows].to(device), seeded_generator(seed, index, device))
+            batches.append((inputs, targets))
+        return batches
+
+    train_batches = masked_batches(train_docs.documents, args.steps + 1, seed=0)
+    test_batches = masked_batches(test_docs.documents, max(1, len(test_docs) // args.batch_size), seed=1)
+
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(vocab_size, args.width, args.depth, args.heads, max_length=args.length)
+    ours = MaskedLanguageModel(encoder, encoder.output_dim).to(device)
+    bert = hugging_face_bert(vocab_size, args.width, args.depth, args.heads, args.length).to(device)
+    models = {"selfsup MLM": (ours, ours_step), "transformers BertForMaskedLM": (bert, bert_step)}
+    seconds = train(models, train_batches, args.steps, args.block, device)
+    accuracy = {"selfsup MLM": masked_accuracy(ours, "ours", test_batches), "transformers BertForMaskedLM": masked_accuracy(bert, "bert", test_batches)}
+
+    tokens = sum(int((inputs != 0).sum()) for inputs, _ in train_batches[: args.steps])
+    reference = tokens / seconds["transformers BertForMaskedLM"]
+    rows = []
+    for name in models:
+        rate = tokens / seconds[name]
+        parameters = sum(p.numel() for p in models[name][0].parameters())
+        rows.append([name, f"{parameters / 1e6:.1f} M", f"{rate:,.0f}", f"{rate / reference:.2f}x", f"{100 * accuracy[name]:.1f}"])
+    peak = peak_matmul_flops(device)
+    table = markdown_table(["model", "parameters", "tokens/s", "vs BERT", f"masked-token accuracy after {args.steps} steps"], rows)
+    body = (
+        f"Machine: {machine()}. Measured peak fp32 matmul: {peak / 1e9:.1f} GFLOP/s. Encoder width {args.width}, "
+        f"depth {args.depth}, heads {args.heads}, vocabulary {vocab_size} (WordPiece on stdlib-docs), sequences of "
+        f"{args.length} tokens, batch {args.batch_size}, AdamW lr {LR}; tokens/s counts real (non-padding) tokens.\n\n"
+        f"{table}\n\n`python benchmarks/text.py --steps {args.steps} --batch-size {args.batch_size}`"
+    )
+    print(table)
+    if not args.no_write:
+        update_section(f"text-mlm-{device.type}", body)
+
+
+if __name__ == "__main__":
+    main()
