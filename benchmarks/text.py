@@ -20,8 +20,14 @@ import argparse
 import time
 
 import torch
+from common import (
+    machine,
+    markdown_table,
+    peak_matmul_flops,
+    synchronize,
+    update_section,
+)
 
-from common import machine, markdown_table, peak_matmul_flops, synchronize, update_section
 from selfsup.augment.masking import TokenViews
 from selfsup.augment.views import seeded_generator
 from selfsup.backbones.text import TransformerEncoder

@@ -18,10 +18,27 @@ from selfsup.augment.masking import TokenViews
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.config import Config, ConfigError
 from selfsup.data.text import load_corpus, split_corpus
-from selfsup.data.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
+from selfsup.data.tokenizer import (
+    encode_documents,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 from selfsup.evaluate.protocol import accuracy_metrics
-from selfsup.evaluate.text import HOMONYMS, bag_of_words, homonym_spread, masked_token_metrics, pseudo_likelihood_auc
-from selfsup.methods import MaskedLanguageModel, Method, build_method, method_class, resolve_method_options
+from selfsup.evaluate.text import (
+    HOMONYMS,
+    bag_of_words,
+    homonym_spread,
+    masked_token_metrics,
+    pseudo_likelihood_auc,
+)
+from selfsup.methods import (
+    MaskedLanguageModel,
+    Method,
+    build_method,
+    method_class,
+    resolve_method_options,
+)
 from selfsup.methods.static import StaticEmbedding, StaticWordModel
 
 TOKENIZER_FILE = "tokenizer.json"

@@ -9,6 +9,7 @@ gives the hidden tokens of y in the context x: low when y fills x well.
 from __future__ import annotations
 
 import torch
+
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.losses import causal_lm, masked_accuracy, masked_lm
 from selfsup.methods.base import Batch, Method, StepOutput
@@ -63,7 +64,7 @@ class MaskedLanguageModel(Method):
     ):
         super().__init__(backbone)
         if not isinstance(backbone, TransformerEncoder):
-            raise ValueError(f"method {self.name!r} needs a TransformerEncoder backbone, got {type(backbone).__name__}")
+            raise TypeError(f"method {self.name!r} needs a TransformerEncoder backbone, got {type(backbone).__name__}")
         if backbone.causal != self.causal_attention:
             raise ValueError(f"method {self.name!r} needs an encoder built with causal={self.causal_attention}")
         for name, value in (("mask_rate", mask_rate), ("mask_fraction", mask_fraction), ("random_fraction", random_fraction)):

@@ -55,7 +55,7 @@ class StaticWordModel(Method):
     def __init__(self, backbone: StaticEmbedding, backbone_dim: int, window: int):
         super().__init__(backbone)
         if not isinstance(backbone, StaticEmbedding):
-            raise ValueError(f"method {self.name!r} needs a StaticEmbedding backbone, got {type(backbone).__name__}")
+            raise TypeError(f"method {self.name!r} needs a StaticEmbedding backbone, got {type(backbone).__name__}")
         vocab_size = backbone.token_embedding.num_embeddings
         self.window = window
         self.context_embedding = nn.Embedding(vocab_size, backbone_dim)
