@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -234,13 +235,38 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     return summary
 
 
+def word2vec_baseline(config: Config, run_dir: Path, epochs: int = 5) -> Method:
+    """A word2vec model trained on the same corpus and vocabulary for ``epochs``, kept as its
+    own run in ``run_dir/baselines/word2vec``: mean word vectors are the static baseline of
+    the probes. (Skipped under torchrun: evaluation runs on rank 0 alone.)"""
+    out = run_dir / "baselines" / "word2vec"
+    if checkpoint.latest_checkpoint(out / "checkpoints") is None:
+        say(f"training the mean-word2vec baseline ({epochs} epochs) in {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / text_runs.TOKENIZER_FILE, out / text_runs.TOKENIZER_FILE)  # the same vocabulary
+        baseline = dataclasses.replace(
+            config,
+            method={"name": "word2vec"},
+            backbone=dataclasses.replace(config.backbone, name=None, depth=None, heads=None),
+            train=dataclasses.replace(config.train, epochs=epochs, budget=None, optimizer=None, lr=None, weight_decay=None, clip_grad=None),
+            eval=dataclasses.replace(config.eval, enabled=False),
+            out=str(out),
+        )
+        pretrain(baseline)
+    return load_run(out)[1]
+
+
 def evaluate_trained(method: Method, view_maker, config: Config, eval_train, eval_test, device, run_dir: Path) -> dict:
     started = time.perf_counter()
     if modality(config) == "text":
         say("evaluating: masked-token accuracy and perplexity, pseudo-likelihood energy AUC, probes, baselines")
-        random_init = build_model(config) if config.eval.baselines else None
+        baselines = {}
+        if config.eval.baselines:
+            baselines["random_init"] = build_model(config)
+            if config.method["name"] != "word2vec" and distributed.world_size() == 1:
+                baselines["mean_word2vec"] = word2vec_baseline(config, run_dir)
         tokenizer = text_runs.run_tokenizer(run_dir)
-        result = text_runs.evaluate_text(method, view_maker, config, eval_train, eval_test, device, tokenizer, random_init)
+        result = text_runs.evaluate_text(method, view_maker, config, eval_train, eval_test, device, tokenizer, baselines)
         result["evaluation_seconds"] = round(time.perf_counter() - started, 1)
         return result
     say("evaluating: kNN, linear probe, few-shot, energy AUC, collapse, baselines")

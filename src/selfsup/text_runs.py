@@ -150,11 +150,11 @@ def build_token_views(config: Config) -> TokenViews:
 
 @torch.no_grad()
 def evaluate_text(method: Method, views: TokenViews, config: Config, train: TokenSet, test: TokenSet, device: torch.device,
-                  tokenizer, random_init: Method | None = None) -> dict:
+                  tokenizer, baselines: dict[str, Method] | None = None) -> dict:
     """The text part of ``summary.json``: held-out masked-token accuracy and perplexity
     (language models), the sentence energy AUC, the homonym check, and probes on the
-    documents' labels beside a bag-of-words baseline and the same encoder at random
-    initialisation."""
+    documents' labels beside bag-of-words and the ``baselines`` models (e.g. the same
+    encoder at random initialisation, mean word2vec vectors)."""
     method.eval()
     generator = torch.Generator().manual_seed(_EVALUATION_SEED)
     result = {}
@@ -179,9 +179,9 @@ def evaluate_text(method: Method, views: TokenViews, config: Config, train: Toke
                 "bag_of_words": probe(bag_of_words(labelled_train.ids, config.text.vocab_size),
                                       bag_of_words(labelled_test.ids, config.text.vocab_size)),
             }
-            if random_init is not None:
-                random_init.to(device).eval()
-                result["baselines"]["random_init"] = probe(features(random_init, labelled_train), features(random_init, labelled_test))
+            for name, model in (baselines or {}).items():
+                model.to(device).eval()
+                result["baselines"][name] = probe(features(model, labelled_train), features(model, labelled_test))
     return result
 
 
