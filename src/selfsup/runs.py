@@ -22,10 +22,17 @@ import torch
 
 from selfsup import config as config_module
 from selfsup import distributed, text_runs
+from selfsup.augment.masking import FIRST_REGULAR_ID, MASK_ID, PAD_ID
 from selfsup.augment.views import RECIPES, ViewMaker
 from selfsup.backbones import build_backbone, uses_convolutions
 from selfsup.config import Config, ConfigError, TrainConfig
-from selfsup.data import DataError, ImageSet, default_source, describe_skipped, iter_folder_batches, load_splits
+from selfsup.data import (
+    DataError,
+    default_source,
+    describe_skipped,
+    iter_folder_batches,
+    load_splits,
+)
 from selfsup.data.folder import scan_folder
 from selfsup.evaluate.pipeline import encode, evaluate_method, labelled_subset
 from selfsup.methods import Method, build_method, method_class, resolve_method_options
@@ -392,7 +399,7 @@ def fill_mask(run_dir: Path, text: str, top_k: int = 5) -> list[tuple[int, list[
     if method.causal_attention:
         raise ConfigError(f"{run_dir} holds a causal model, which predicts the next token, not masked ones; use an mlm run")
     ids = text_runs.encode_text(tokenizer, text, config.text.max_length).to(next(method.parameters()).device)
-    positions = (ids[0] == text_runs.MASK_ID).nonzero().flatten()
+    positions = (ids[0] == MASK_ID).nonzero().flatten()
     if len(positions) == 0:
         raise ConfigError(f"no [MASK] in {text!r}; write [MASK] where a word is to be predicted")
     probabilities = method.token_log_probabilities(ids)[0, positions].exp()
@@ -412,7 +419,7 @@ def embed_texts(run_dir: Path, texts: list[str], out: Path | None, tokens: bool 
     device = next(method.parameters()).device
     ids = torch.cat([text_runs.encode_text(tokenizer, text, config.text.max_length) for text in texts]).to(device)
     if tokens:
-        real = ids[0] != text_runs.PAD_ID
+        real = ids[0] != PAD_ID
         features = method.hidden(ids[:1])[0, real].float().cpu().numpy()
     else:
         features = method.embed(ids).float().cpu().numpy()
@@ -435,7 +442,7 @@ def similar_words(run_dir: Path, word: str, top_k: int = 10) -> list[tuple[str, 
         raise ConfigError(f"{word!r} is not a single token of the run's vocabulary ({config.text.vocab_size} tokens)")
     vectors = torch.nn.functional.normalize(method.word_vectors().float(), dim=1)
     cosines = vectors @ vectors[token]
-    cosines[:text_runs.FIRST_REGULAR_ID] = -2  # special tokens are not words
+    cosines[:FIRST_REGULAR_ID] = -2  # special tokens are not words
     cosines[token] = -2
-    best = cosines.topk(min(top_k, len(cosines) - text_runs.FIRST_REGULAR_ID - 1))
+    best = cosines.topk(min(top_k, len(cosines) - FIRST_REGULAR_ID - 1))
     return [(tokenizer.id_to_token(int(i)), float(c)) for i, c in zip(best.indices, best.values)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from selfsup.augment.masking import TokenViews
+from selfsup.augment.masking import FIRST_REGULAR_ID, TokenViews
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.config import Config, ConfigError
 from selfsup.data.text import load_corpus, split_corpus
@@ -43,7 +43,6 @@ from selfsup.methods.static import StaticEmbedding, StaticWordModel
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_SOURCE = "stdlib-docs"
-PAD_ID, MASK_ID, FIRST_REGULAR_ID = 0, 4, 5  # ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK] (selfsup.data.tokenizer)
 DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_HEADS = 256, 4, 4
 _EVALUATION_SEED = 1234
 _ENERGY_SENTENCES, _ENERGY_TOKENS = 256, 32  # PLL costs one forward per token: kept small

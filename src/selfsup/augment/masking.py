@@ -30,11 +30,14 @@ import math
 import torch
 from torch import Tensor
 
+from selfsup.data.tokenizer import MASK_ID, PAD_ID, SPECIAL_TOKENS
+
 __all__ = [
     "FIRST_REGULAR_ID",
     "IGNORE_INDEX",
     "MASKINGS",
     "MASK_ID",
+    "PAD_ID",
     "TokenViews",
     "mask_spans",
     "mask_tokens",
@@ -44,9 +47,7 @@ __all__ = [
 #: Target value of unselected positions (cross_entropy's default ignore_index).
 IGNORE_INDEX = -100
 #: First id of a regular token: ids 0..4 are selfsup.data.tokenizer.SPECIAL_TOKENS.
-FIRST_REGULAR_ID = 5
-#: Id of [MASK] in selfsup.data.tokenizer.SPECIAL_TOKENS.
-MASK_ID = 4
+FIRST_REGULAR_ID = len(SPECIAL_TOKENS)
 #: The masking schemes TokenViews knows; "none" leaves the ids as they are (causal models).
 MASKINGS = ("tokens", "whole-words", "spans", "none")
 

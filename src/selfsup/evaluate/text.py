@@ -14,10 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from selfsup.augment.masking import FIRST_REGULAR_ID, PAD_ID
 from selfsup.energy import energy_auc
 from selfsup.losses.masked import IGNORE
-
-PAD_ID, FIRST_REGULAR_ID = 0, 5  # ids below 5 are [PAD] [UNK] [CLS] [SEP] [MASK]
 
 
 @torch.no_grad()

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.augment.masking import FIRST_REGULAR_ID, MASK_ID, PAD_ID
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.losses import causal_lm, masked_accuracy, masked_lm
+from selfsup.losses.masked import IGNORE
 from selfsup.methods.base import Batch, Method, StepOutput
-
-PAD_ID, MASK_ID, FIRST_REGULAR_ID = 0, 4, 5  # ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK] (selfsup.data.tokenizer)
-IGNORE = -100
 
 
 def mean_pool(hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfsup.augment.masking import FIRST_REGULAR_ID
 from selfsup.losses import glove, sgns
 from selfsup.methods.base import Batch, Method, StepOutput, TrainingViews
-
-PAD_ID, FIRST_REGULAR_ID = 0, 5  # ids below 5 are [PAD] [UNK] [CLS] [SEP] [MASK]
 
 
 class StaticEmbedding(nn.Module):
