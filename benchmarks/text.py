@@ -1,6 +1,8 @@
-"""Masked-language-model training speed and accuracy against Hugging Face BERT of the same size.
+"""Masked-language-model training speed and accuracy against Hugging Face BERT of the same
+size, and what `selfsup pretrain --modality text` reaches in a fixed budget.
 
     python benchmarks/text.py [--steps 60] [--batch-size 32] [--no-write]
+    python benchmarks/text.py --quality 15m [--method mlm] [key=value ...]
 
 Prints, measured in this one run on the stdlib-docs corpus:
 - the peak fp32 matmul FLOP/s of the device;
@@ -12,12 +14,18 @@ Prints, measured in this one run on the stdlib-docs corpus:
   blocks so that machine load affects both alike;
 - the held-out masked-token accuracy of both after the same number of steps.
 and writes the table into BENCHMARKS.md. Needs ``pip install transformers``.
+
+``--quality BUDGET`` instead pretrains the method on stdlib-docs for that wall-clock
+budget with its defaults and tabulates its summary: held-out masked-token accuracy and
+perplexity, energy AUC, the homonym check, and the package probes beside bag-of-words,
+mean word2vec vectors and the encoder at random initialisation.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from common import (
@@ -28,9 +36,12 @@ from common import (
     update_section,
 )
 
+from selfsup import config as config_module
+from selfsup import runs
 from selfsup.augment.masking import TokenViews
 from selfsup.augment.views import seeded_generator
 from selfsup.backbones.text import TransformerEncoder
+from selfsup.config import Config
 from selfsup.data.text import load_corpus, split_corpus
 from selfsup.data.tokenizer import encode_documents, train_tokenizer
 from selfsup.losses.masked import IGNORE
@@ -95,6 +106,40 @@ def masked_accuracy(model, step_kind: str, batches: list) -> float:
     return correct / max(1, count)
 
 
+def percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def quality(budget: str, method: str, out: Path, overrides: list[str], write: bool) -> None:
+    run_dir = out / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = config_module.apply_overrides(
+        Config(), [f"method.name={method}", "data.source=stdlib-docs", f"train.budget={budget}", f"out={run_dir}", *overrides],
+    )
+    summary = runs.pretrain(config)
+    rows = []
+    for name, metrics in [(method, summary), *[(n.replace("_", " "), m) for n, m in summary["baselines"].items()]]:
+        fewshot = metrics["fewshot"]
+        rows.append([name, percent(metrics["knn_top1"]), percent(metrics["linear_top1"]),
+                     *(percent(fewshot[k]) for k in ("1", "10", "100"))])
+    probes = markdown_table(["features", "kNN k=20", "linear", "1-shot", "10-shot", "100-shot"], rows)
+    homonyms = summary["homonyms"]
+    body = (
+        f"Machine: {machine()}. `{method}` with its defaults (encoder width {config.backbone.width or 256}, "
+        f"depth {config.backbone.depth or 4}), {budget} of training on stdlib-docs: {summary['steps']} steps, "
+        f"{summary['epochs']:.1f} epochs, {summary['images_per_second']:,.0f} sequences/s.\n\n"
+        f"Held-out masked-token accuracy {percent(summary.get('masked_accuracy'))}%, perplexity "
+        f"{summary.get('perplexity', float('nan')):.1f}; energy AUC (sentence vs one token replaced) "
+        f"{summary['energy_auc']:.3f}; homonym check: mean cosine {homonyms['mean_cosine']:.3f} between a word's "
+        f"vectors in different sentences over {len(homonyms['words'])} words (static models: 1).\n\n"
+        f"Probes on the documents' top-level package (sentence embeddings; accuracy in %, few-shot mean of "
+        f"{config.eval.fewshot_seeds} draws):\n\n"
+        f"{probes}\n\n`python benchmarks/text.py --quality {budget} --method {method}`"
+    )
+    print(body)
+    if write:
+        update_section(f"text-quality-{'cuda' if torch.cuda.is_available() else 'cpu'}-{method}-{budget}", body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
@@ -105,8 +150,15 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--block", type=int, default=5, help="steps timed in a row before switching model")
+    parser.add_argument("--quality", metavar="BUDGET", help="pretrain for BUDGET and tabulate its summary instead")
+    parser.add_argument("--method", default="mlm", help="with --quality: the text method")
+    parser.add_argument("--out", default="runs/benchmark-text", type=Path, help="with --quality: parent folder of the run")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
+    if args.quality:
+        quality(args.quality, args.method, args.out, args.overrides, not args.no_write)
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     train_docs, test_docs = split_corpus(load_corpus("stdlib-docs"))
