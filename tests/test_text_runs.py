@@ -79,6 +79,8 @@ def test_text_commands_report_clear_errors(tmp_path, corpus, capsys):
                  *TINY_TEXT, "eval.enabled=false"]) == 0
     recorded = config_module.load(run_dir / "config.yaml")
     assert recorded.method["name"] == "mlm" and recorded.backbone.name == "transformer" and recorded.text.vocab_size <= 120
+    assert main(["embed", str(run_dir), "--data", "digits", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "--text" in capsys.readouterr().err
     assert main(["fill-mask", str(run_dir), "no mask here"]) == 2
     assert "[MASK]" in capsys.readouterr().err
     assert main(["fill-mask", str(run_dir), "the cat sat on the [MASK]", "--top-k", "2"]) == 0

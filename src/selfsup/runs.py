@@ -333,6 +333,8 @@ def embed_to_file(run_dir: Path, source: str, out: Path, batch_size: int = 512) 
     names the file of each row.
     """
     config, method, _ = load_run(run_dir)
+    if modality(config) != "image":
+        raise ConfigError(f"{run_dir} is a {modality(config)} run; embed texts with --text \"...\" (repeatable)")
     device = next(method.parameters()).device
     view_maker = build_view_maker(config)
     channels_last = uses_convolutions(method)
