@@ -184,7 +184,6 @@ def evaluate_text(method: Method, views: TokenViews, config: Config, train: Toke
     return result
 
 
-
 def homonym_candidates(tokenizer, ids: Tensor, fallback: int = 10) -> dict[str, int]:
     """The words of :data:`HOMONYMS` that are single tokens of the vocabulary; for corpora
     without them, the ``fallback`` most frequent whole-word tokens of ``ids``."""
