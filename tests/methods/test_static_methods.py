@@ -10,7 +10,7 @@ IDS = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 8, 5, 3, 0, 0]])  # [CLS] ... [SEP] 
 
 
 def test_window_pairs_are_every_pair_of_real_tokens_within_the_window_both_ways():
-    centers, contexts, distances = window_pairs(IDS, window=2)
+    centers, contexts, distances, _ = window_pairs(IDS, window=2)
     pairs = sorted(zip(centers.tolist(), contexts.tolist(), distances.tolist()))
     expected = sorted([(5, 6, 1), (6, 5, 1), (6, 7, 1), (7, 6, 1), (5, 7, 2), (7, 5, 2), (8, 5, 1), (5, 8, 1)])
     assert pairs == expected

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from selfsup.augment.masking import FIRST_REGULAR_ID, PAD_ID
 from selfsup.energy import energy_auc
-from selfsup.losses.masked import IGNORE
+from selfsup.losses.masked import IGNORE, next_token_targets
 
 
 @torch.no_grad()
@@ -43,7 +43,7 @@ def masked_token_metrics(method, views: Callable, ids: Tensor, generator: torch.
 def _prediction_targets(method, views: list[Tensor]) -> tuple[Tensor, Tensor]:
     if method.causal_attention:  # next-token prediction: every real token after the first
         ids = views[0]
-        return ids, ids[:, 1:].masked_fill(ids[:, 1:] == PAD_ID, IGNORE)
+        return ids, next_token_targets(ids, PAD_ID)
     return views[0], views[1]
 
 

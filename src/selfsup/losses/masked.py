@@ -45,6 +45,12 @@ def masked_accuracy(hidden: torch.Tensor, targets: torch.Tensor, project: Projec
     return (predictions == targets[selected]).sum(), selected.sum()
 
 
+def next_token_targets(ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """[B, T - 1]: token t + 1 as the target of position t, -100 where it is [PAD]."""
+    next_tokens = ids[:, 1:]
+    return next_tokens.masked_fill(next_tokens == pad_id, IGNORE)
+
+
 def causal_lm(hidden: torch.Tensor, ids: torch.Tensor, project: Projection, pad_id: int = 0) -> torch.Tensor:
     """Next-token cross-entropy of a causal language model (GPT, Radford et al. 2018, eq. 1):
 
@@ -53,9 +59,7 @@ def causal_lm(hidden: torch.Tensor, ids: torch.Tensor, project: Projection, pad_
     ``hidden`` [B, T, D] from a causal encoder over ``ids`` [B, T]: position t predicts
     token t + 1; [PAD] targets are ignored. The last position has nothing to predict.
     """
-    next_tokens = ids[:, 1:]
-    targets = next_tokens.masked_fill(next_tokens == pad_id, IGNORE)
-    return masked_lm(hidden[:, :-1], targets, project)
+    return masked_lm(hidden[:, :-1], next_token_targets(ids, pad_id), project)
 
 
 def sgns(center: torch.Tensor, context: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from selfsup.augment.masking import FIRST_REGULAR_ID, MASK_ID, PAD_ID
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.losses import causal_lm, masked_accuracy, masked_lm
-from selfsup.losses.masked import IGNORE
+from selfsup.losses.masked import next_token_targets
 from selfsup.methods.base import Batch, Method, StepOutput
 
 
@@ -159,8 +159,7 @@ class CausalLanguageModel(MaskedLanguageModel):
         ids = views[0]
         hidden = self.hidden(ids)
         loss = causal_lm(hidden, ids, self.backbone.logits, pad_id=PAD_ID)
-        next_tokens = ids[:, 1:].masked_fill(ids[:, 1:] == PAD_ID, IGNORE)
-        correct, count = masked_accuracy(hidden[:, :-1].detach(), next_tokens, self.backbone.logits)
+        correct, count = masked_accuracy(hidden[:, :-1].detach(), next_token_targets(ids, PAD_ID), self.backbone.logits)
         metrics = {"next_token_accuracy": float(correct) / max(1, int(count))}
         return StepOutput(loss, metrics)
 

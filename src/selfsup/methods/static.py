@@ -28,18 +28,23 @@ class StaticEmbedding(nn.Module):
         return self.token_embedding(ids)
 
 
-def window_pairs(ids: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(center ids, context ids, distance) of every pair of regular tokens at most
-    ``window`` apart in the same row of ``ids`` [B, T], both orders."""
-    centers, contexts, distances = [], [], []
+def window_pairs(
+    ids: torch.Tensor, window: int, both_orders: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(center ids, context ids, distance, row) of every pair of regular tokens at most
+    ``window`` apart in the same row of ``ids`` [B, T]; each pair in both orders, or only
+    left-to-right."""
+    rows = torch.arange(len(ids), device=ids.device).unsqueeze(1).expand_as(ids)
+    centers, contexts, distances, pair_rows = [], [], [], []
     for distance in range(1, min(window, ids.shape[1] - 1) + 1):
         left, right = ids[:, :-distance], ids[:, distance:]
         real = (left >= FIRST_REGULAR_ID) & (right >= FIRST_REGULAR_ID)
-        for a, b in ((left, right), (right, left)):
+        for a, b in ((left, right), (right, left))[: 2 if both_orders else 1]:
             centers.append(a[real])
             contexts.append(b[real])
             distances.append(torch.full((int(real.sum()),), distance, device=ids.device))
-    return torch.cat(centers), torch.cat(contexts), torch.cat(distances)
+            pair_rows.append(rows[:, :-distance][real])
+    return torch.cat(centers), torch.cat(contexts), torch.cat(distances), torch.cat(pair_rows)
 
 
 class StaticWordModel(Method):
@@ -85,14 +90,9 @@ class StaticWordModel(Method):
     def sentence_energy(self, ids: torch.Tensor) -> torch.Tensor:
         """E(s) [B] = -sum over word pairs within the window of log sigma(score): low when
         the words of the sentence are ones that co-occur."""
-        energies = torch.zeros(len(ids), device=ids.device)
-        rows = torch.arange(len(ids), device=ids.device).unsqueeze(1).expand_as(ids)
-        for distance in range(1, min(self.window, ids.shape[1] - 1) + 1):
-            left, right = ids[:, :-distance], ids[:, distance:]
-            real = (left >= FIRST_REGULAR_ID) & (right >= FIRST_REGULAR_ID)
-            score = self.pair_score(left[real], right[real])
-            energies.index_add_(0, rows[:, :-distance][real], -nn.functional.logsigmoid(score))
-        return energies
+        words, contexts, _, rows = window_pairs(ids, self.window, both_orders=False)
+        scores = -nn.functional.logsigmoid(self.pair_score(words, contexts))
+        return torch.zeros(len(ids), device=ids.device).index_add_(0, rows, scores)
 
 
 class Word2Vec(StaticWordModel):
@@ -124,7 +124,7 @@ class Word2Vec(StaticWordModel):
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         if batch is None or batch.generator is None:
             raise ValueError("word2vec draws its noise words from Batch.generator")
-        centers, contexts, _ = window_pairs(views[0], self.window)
+        centers, contexts, _, _ = window_pairs(views[0], self.window)
         noise = torch.multinomial(self.noise.to(centers.device), len(centers) * self.negatives, replacement=True, generator=batch.generator)
         loss = sgns(self.backbone(centers), self.context_embedding(contexts), self.context_embedding(noise.view(len(centers), -1)))
         return StepOutput(loss, {"pairs": float(len(centers))})
@@ -157,7 +157,7 @@ class GloVe(StaticWordModel):
     def on_train_start(self, training_views: TrainingViews) -> None:
         keys, weights = [], []
         for views, _ in training_views():
-            centers, contexts, distances = window_pairs(views[0].cpu(), self.window)
+            centers, contexts, distances, _ = window_pairs(views[0].cpu(), self.window)
             keys.append(centers * self.vocab_size + contexts)
             weights.append(1.0 / distances.float())
         unique, inverse = torch.cat(keys).unique(return_inverse=True)
