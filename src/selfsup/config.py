@@ -91,7 +91,9 @@ class TrainConfig:
     """Passes over the data; null = the method's default (or as many as the budget allows)."""
     budget: str | None = None
     """Wall-clock limit such as '15m', '90s', '2h'; training stops when it is spent."""
-    batch_size: int = 256
+    batch_size: int | None = None
+    """Samples per step and process; null = the method's recipe (256 images; 64 documents
+    for the language models, whose steps cost far more per sample on a CPU)."""
     optimizer: str | None = None
     """One of sgd, lars, adamw; null = the method's recipe."""
     lr: float | None = None
@@ -282,7 +284,7 @@ def _check_choices(config: Any, prefix: str) -> None:
     if isinstance(config, TrainConfig):
         parse_budget(config.budget)
         for name in ("batch_size", "log_every", "checkpoint_every"):
-            if getattr(config, name) < 1:
+            if getattr(config, name) is not None and getattr(config, name) < 1:
                 raise ConfigError(f"{prefix}{name} must be at least 1, got {getattr(config, name)}")
         if config.epochs is not None and config.epochs < 1:
             raise ConfigError(f"{prefix}epochs must be at least 1, got {config.epochs}")

@@ -40,6 +40,7 @@ from selfsup.train import checkpoint
 from selfsup.train.trainer import Trainer, resolve_device
 
 DEFAULT_BACKBONE = "convnet-small"
+DEFAULT_BATCH_SIZE = 256
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped_files.txt"
@@ -124,6 +125,7 @@ def resolve_train(train: TrainConfig, cls: type[Method]) -> TrainConfig:
     recipe = cls.train_recipe
     return dataclasses.replace(
         train,
+        batch_size=train.batch_size or recipe.get("batch_size", DEFAULT_BATCH_SIZE),
         optimizer=train.optimizer or recipe["optimizer"],
         lr=recipe["lr"] if train.lr is None else train.lr,
         weight_decay=recipe["weight_decay"] if train.weight_decay is None else train.weight_decay,

@@ -56,6 +56,7 @@ def test_padded_positions_do_not_reach_real_ones(causal):
         padded = model(ids, mask)
         other = model(garbage, mask)
         assert torch.isfinite(padded).all()
+        assert (padded[~mask] == 0).all()
         torch.testing.assert_close(padded[mask], other[mask])
         # Real positions equal a run on the unpadded sequence alone.
         for row, length in enumerate(lengths.tolist()):

@@ -10,9 +10,26 @@ With ``causal=True`` the same stack is a GPT-style decoder-only language model.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class Unpadded(NamedTuple):
+    """Where the real tokens of a padded batch sit: ``index`` [N] into the flattened
+    ``batch x length`` grid. Token-wise layers run on the N real rows only; attention puts
+    them back in the grid (padding keys are masked out anyway)."""
+
+    index: torch.Tensor
+    batch: int
+    length: int
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """[N, C] real rows -> [batch, length, C], zeros at padding."""
+        grid = rows.new_zeros(self.batch * self.length, rows.shape[-1])
+        return grid.index_copy(0, self.index, rows).view(self.batch, self.length, -1)
 
 
 class SelfAttention(nn.Module):
@@ -26,13 +43,20 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width, bias=bias)
         self.out = nn.Linear(width, width, bias=bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        """``mask``: bool [B, 1, T, T], True where a query may attend to a key; when it is
-        given it already holds the causal constraint, otherwise ``causal`` asks the kernel."""
-        batch, length, width = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool, unpadded: Unpadded | None = None) -> torch.Tensor:
+        """``x`` [B, T, W], or the real rows [N, W] of ``unpadded``. ``mask``: bool
+        [B, 1, T, T], True where a query may attend to a key; when it is given it already
+        holds the causal constraint, otherwise ``causal`` asks the kernel."""
+        qkv = self.qkv(x)
+        if unpadded is not None:
+            qkv = unpadded.pad(qkv)
+        batch, length, width = qkv.shape[0], qkv.shape[1], x.shape[-1]
+        q, k, v = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
-        return self.out(attended.transpose(1, 2).reshape(batch, length, width))
+        attended = attended.transpose(1, 2).reshape(batch, length, width)
+        if unpadded is not None:
+            attended = attended.view(batch * length, width).index_select(0, unpadded.index)
+        return self.out(attended)
 
 
 class Block(nn.Module):
@@ -47,8 +71,8 @@ class Block(nn.Module):
             nn.Linear(width, mlp_ratio * width, bias=bias), nn.GELU(), nn.Linear(mlp_ratio * width, width, bias=bias)
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), mask, causal)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool, unpadded: Unpadded | None = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), mask, causal, unpadded)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -77,7 +101,11 @@ class TransformerEncoder(nn.Module):
     """Pre-LN transformer over token ids (BERT; Cramming, Geiping & Goldstein 2022).
 
     ``forward(ids [B, T], attention_mask [B, T] or None) -> hidden [B, T, width]``, with
-    ``attention_mask`` True at real tokens and False at padding. ``logits(hidden)`` maps
+    ``attention_mask`` True at real tokens and False at padding; hidden states at padding
+    are zero. With padding, every token-wise layer (projections, MLP, LayerNorm) runs on
+    the real tokens only, as in Cramming's and MosaicBERT's unpadded BERT: the result is
+    the padded computation's, at a cost that follows the real tokens, not the padded
+    length (docstrings are a third of 128 tokens on average). ``logits(hidden)`` maps
     hidden states (any leading shape) to vocabulary logits through BERT's prediction
     transform (Linear, GELU, LayerNorm) and the token embedding, tied:
     ``logits = transform(hidden) @ embedding.weight.T (+ output bias when bias=True)``.
@@ -122,10 +150,16 @@ class TransformerEncoder(nn.Module):
             raise ValueError(f"sequence length {length} exceeds max_length {self.max_length}")
         positions = torch.arange(length, device=ids.device)
         x = self.token_embedding(ids) + self.position_embedding(positions)
+        if attention_mask is None or bool(attention_mask.all()):
+            for block in self.blocks:
+                x = block(x, None, self.causal)
+            return self.norm(x)
+        unpadded = Unpadded(attention_mask.flatten().nonzero().squeeze(1), len(ids), length)
+        x = x.flatten(0, 1).index_select(0, unpadded.index)
         mask = attention_mask_for(attention_mask, self.causal)
         for block in self.blocks:
-            x = block(x, mask, self.causal)
-        return self.norm(x)
+            x = block(x, mask, self.causal, unpadded)
+        return unpadded.pad(self.norm(x))
 
     def output_weight(self) -> torch.Tensor:
         """The output projection [vocab, width]: the token embedding itself (tied)."""

@@ -58,7 +58,8 @@ class Method(nn.Module):
 
     Class attributes: ``name`` (the CLI name), ``summary`` (one line for ``selfsup methods``),
     ``default_recipe`` (the augmentation recipe name in :mod:`selfsup.augment.views`) and
-    ``train_recipe`` (optimiser, lr per 256 images, weight decay, epochs).
+    ``train_recipe`` (optimiser, lr per 256 images, weight decay, epochs; optionally
+    ``batch_size``, else 256, and ``clip_grad``).
     """
 
     name: str = ""
@@ -67,7 +68,8 @@ class Method(nn.Module):
     default_recipe: str = "small-images"
     # The optimisation recipe used when the configuration leaves it open (train.* = null);
     # lr is per 256 images and scaled linearly with the global batch; an optional "clip_grad"
-    # is the gradient-norm clipping the method needs (null train.clip_grad takes it).
+    # is the gradient-norm clipping the method needs (null train.clip_grad takes it), and an
+    # optional "batch_size" the samples per step and process (else 256).
     train_recipe: dict = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "epochs": 100}
     # Semi-supervised methods set this (per instance): the trainer then fixes a labelled pool
     # of this many images per class and passes a support batch drawn from it every step.
