@@ -10,6 +10,9 @@ from selfsup import __version__
 from selfsup import config as config_module
 from selfsup.config import Config, ConfigError
 
+# The method a --modality runs when --method is not given (images: the config's simclr).
+DEFAULT_METHODS = {"text": "mlm", "video": "lvp"}
+
 EXAMPLES = """\
 examples:
   selfsup pretrain --budget 15m                      SimCLR on Fashion-MNIST for 15 minutes
@@ -23,6 +26,8 @@ examples:
   selfsup embed runs/mlm-stdlib-docs-20261124-101500 --text "Open a file." --out sentence.npy
   selfsup pretrain --modality text --method word2vec --epochs 5
   selfsup similar-words runs/word2vec-stdlib-docs-20261124-101500 socket
+  selfsup pretrain --modality video --method lvp --budget 15m   futures of moving sprites through a latent z
+  selfsup predict runs/lvp-moving-sprites-20261124-101500 --samples 8
 """
 
 
@@ -35,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     pretrain = commands.add_parser("pretrain", help="train an encoder, evaluate it, print a summary table")
-    pretrain.add_argument("--modality", choices=("image", "text"), help="what to learn from; default: the method's (image for simclr)")
-    pretrain.add_argument("--method", help="SSL method (see `selfsup methods`); default simclr, or mlm with --modality text")
+    pretrain.add_argument("--modality", choices=("image", "text", "video"), help="what to learn from; default: the method's (image for simclr)")
+    pretrain.add_argument("--method", help="SSL method (see `selfsup methods`); default simclr, mlm with --modality text, lvp with --modality video")
     pretrain.add_argument("--data", help="images: fashion-mnist, digits or a folder (default fashion-mnist if installed); "
-                          "text: stdlib-docs (default), python-docs, or .txt/.md/.rst files")
+                          "text: stdlib-docs (default), python-docs, or .txt/.md/.rst files; "
+                          "video: moving-sprites (default), moving-sprites:fashion-mnist or moving-sprites:digits")
     pretrain.add_argument("--backbone", help="backbone name; default convnet-small")
     length = pretrain.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="passes over the data")
@@ -73,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("word")
     similar.add_argument("--top-k", type=int, default=10)
 
+    predict = commands.add_parser("predict", help="draw sampled futures of held-out clips to a PNG grid (video runs)")
+    predict.add_argument("run_dir", type=Path)
+    predict.add_argument("--samples", type=int, default=8, help="futures per clip (K), one latent each")
+    predict.add_argument("--clips", type=int, default=4, help="held-out clips to draw")
+    predict.add_argument("--seed", type=int, default=0, help="seed of the sampled latents")
+    predict.add_argument("--out", type=Path, help="PNG file (default RUN_DIR/futures-K<samples>.png)")
+
     commands.add_parser("methods", help="list the methods, one line each")
     return parser
 
@@ -89,8 +102,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "train.seed": args.seed,
         "out": args.out,
     }
-    if args.method is None and args.modality == "text" and not args.config:
-        flags["method.name"] = args.method = "mlm"
+    if args.method is None and args.modality in DEFAULT_METHODS and not args.config:
+        flags["method.name"] = args.method = DEFAULT_METHODS[args.modality]
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     if args.method is not None:
         # A new method starts from its own defaults, not from another method's options.
@@ -164,6 +177,11 @@ def _run(args: argparse.Namespace) -> int:
         for position, candidates in runs.fill_mask(args.run_dir, args.text, args.top_k):
             rows += [[f"[MASK] {position + 1}", rank + 1, token, f"{probability:.3f}"] for rank, (token, probability) in enumerate(candidates)]
         print(format_table(["mask", "rank", "token", "probability"], rows))
+        return 0
+    if args.command == "predict":
+        result = runs.predict(args.run_dir, args.samples, args.clips, args.seed, args.out)
+        print(format_table(["clips", "samples", "best-of-K error", "diversity", "file"],
+                           [[result["clips"], result["samples"], result["best_of_k"], result["sample_diversity"], result["out"]]]))
         return 0
     if args.command == "similar-words":
         rows = [[rank + 1, word, f"{cosine:.3f}"] for rank, (word, cosine) in enumerate(runs.similar_words(args.run_dir, args.word, args.top_k))]

@@ -62,6 +62,23 @@ class TextConfig:
 
 
 @dataclass
+class VideoConfig:
+    clips: int = 5000
+    """Training clips generated (from the sprite set's train split)."""
+    test_clips: int = 1000
+    """Held-out clips (sprites from the test split), for the energy, best-of-K and probes."""
+    frames_in: int = 10
+    """Past frames: what the model reads (x)."""
+    frames_out: int = 10
+    """Future frames: the continuation it predicts or scores (y)."""
+    size: int = 48
+    """Canvas side in pixels (a multiple of 8 above the 28 px sprites)."""
+    sprites: int = 1
+    change_p: float = 0.1
+    """Per frame and sprite, the probability of a new random velocity: the future's uncertainty."""
+
+
+@dataclass
 class AugmentConfig:
     recipe: str | None = None
     """A recipe in `selfsup.augment.views.RECIPES`; null = the method's default."""
@@ -138,6 +155,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     out: str | None = None
     """Run directory; null = runs/<method>-<data>-<time>."""
 
@@ -288,6 +306,14 @@ def _check_choices(config: Any, prefix: str) -> None:
                 raise ConfigError(f"{prefix}{name} must be at least 1, got {getattr(config, name)}")
         if config.epochs is not None and config.epochs < 1:
             raise ConfigError(f"{prefix}epochs must be at least 1, got {config.epochs}")
+    if isinstance(config, VideoConfig):
+        for name in ("clips", "test_clips", "frames_in", "frames_out", "sprites"):
+            if getattr(config, name) < 1:
+                raise ConfigError(f"{prefix}{name} must be at least 1, got {getattr(config, name)}")
+        if config.size % 8 or config.size <= 28:
+            raise ConfigError(f"{prefix}size must be a multiple of 8 above the 28 px sprites, got {config.size}")
+        if not 0 <= config.change_p <= 1:
+            raise ConfigError(f"{prefix}change_p is a probability in [0, 1], got {config.change_p}")
     if isinstance(config, Config) and "name" not in config.method:
         raise ConfigError("method.name is required")
 

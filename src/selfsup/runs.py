@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,33 +20,31 @@ import numpy as np
 import torch
 
 from selfsup import config as config_module
-from selfsup import distributed, text_runs
+from selfsup import distributed
 from selfsup.augment.masking import FIRST_REGULAR_ID, MASK_ID, PAD_ID
-from selfsup.augment.views import RECIPES, ViewMaker
-from selfsup.backbones import build_backbone, uses_convolutions
+from selfsup.backbones import uses_convolutions
 from selfsup.config import Config, ConfigError, TrainConfig
 from selfsup.data import (
     DataError,
-    default_source,
     describe_skipped,
     iter_folder_batches,
     load_splits,
 )
 from selfsup.data.folder import scan_folder
-from selfsup.evaluate.pipeline import encode, evaluate_method, labelled_subset
-from selfsup.methods import Method, build_method, method_class, resolve_method_options
+from selfsup.evaluate.pipeline import encode, labelled_subset
+from selfsup.methods import Method, method_class
+from selfsup.modalities import modality_of
+from selfsup.evaluate.video import best_of_k
+from selfsup.modalities import text as text_modality
+from selfsup.modalities import video as video_modality
+from selfsup.modalities.base import say
 from selfsup.train import checkpoint
 from selfsup.train.trainer import Trainer, resolve_device
 
-DEFAULT_BACKBONE = "convnet-small"
 DEFAULT_BATCH_SIZE = 256
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped_files.txt"
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -57,25 +54,20 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 # ---------------------------------------------------------------------------- building
+def modality(config: Config) -> str:
+    return method_class(config.method["name"]).modality
+
+
 def resolve_source(config: Config) -> str:
-    """The data source to use; 'auto' is stdlib-docs for text, and for images Fashion-MNIST,
-    falling back to digits with a message when it is not installed."""
-    if config.data.source != "auto":
-        return config.data.source
-    if modality(config) == "text":
-        return text_runs.DEFAULT_SOURCE
-    source = default_source()
-    if source != "fashion-mnist":
-        say("Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist); using the bundled 8x8 digits")
-    return source
+    """The data source to use; 'auto' is the modality's default (Fashion-MNIST for images,
+    stdlib-docs for text, moving sprites for video)."""
+    return config.data.source if config.data.source != "auto" else modality_of(config).resolve_source(config)
 
 
 def load_data(config: Config, run_dir: Path):
-    """(pretraining set, labelled train split, test split): images, or tokenised documents
-    (text runs train their tokenizer here and keep it in ``run_dir``)."""
-    if modality(config) == "text":
-        return text_runs.load_text_data(config, run_dir)
-    return load_splits(config.data.source, config.data.channels, config.data.size, config.data.workers)
+    """(pretraining set, labelled train split, test split) of the run's modality (text runs
+    train their tokenizer here and keep it in ``run_dir``)."""
+    return modality_of(config).load_data(config, run_dir)
 
 
 def resolve(config: Config, pretrain_set) -> Config:
@@ -83,41 +75,8 @@ def resolve(config: Config, pretrain_set) -> Config:
 
     The result is what ``config.yaml`` records, so a run can be rebuilt exactly.
     """
-    if modality(config) == "text":
-        config = text_runs.resolve_text(config, pretrain_set)
-        return dataclasses.replace(config, train=resolve_train(config.train, method_class(config.method["name"])))
-    method_options = resolve_method_options(config.method)
-    cls = method_class(method_options["name"])
-    method_options = cls.fit_options(method_options, len(pretrain_set))
-    recipe_name = config.augment.recipe or cls.default_recipe
-    if recipe_name not in RECIPES:
-        raise ConfigError(f"augment.recipe: unknown recipe {recipe_name!r}; available: {', '.join(RECIPES)}")
-    recipe = RECIPES[recipe_name]
-    images = pretrain_set.images
-    mean, std = config.augment.mean, config.augment.std
-    if mean is None or std is None:
-        measured_mean, measured_std = _channel_statistics(images)
-        mean = mean or measured_mean
-        std = std or measured_std
-    global_size = config.augment.global_size or images.shape[-1]
-    augment = dataclasses.replace(
-        config.augment,
-        recipe=recipe_name,
-        global_size=global_size,
-        local_size=config.augment.local_size or default_local_size(global_size),
-        global_scale=config.augment.global_scale or recipe.global_scale,
-        local_crops=recipe.local_crops if config.augment.local_crops is None else config.augment.local_crops,
-        mean=tuple(mean),
-        std=tuple(std),
-    )
-    for name, value in (("mean", augment.mean), ("std", augment.std)):
-        if len(value) != pretrain_set.channels:
-            raise ConfigError(f"augment.{name} has {len(value)} values but the images have {pretrain_set.channels} channels")
-    data = dataclasses.replace(config.data, channels=pretrain_set.channels, size=pretrain_set.height)
-    backbone = dataclasses.replace(config.backbone, name=config.backbone.name or DEFAULT_BACKBONE)
-    return dataclasses.replace(
-        config, method=method_options, augment=augment, train=resolve_train(config.train, cls), data=data, backbone=backbone
-    )
+    config = modality_of(config).resolve(config, pretrain_set)
+    return dataclasses.replace(config, train=resolve_train(config.train, method_class(config.method["name"])))
 
 
 def resolve_train(train: TrainConfig, cls: type[Method]) -> TrainConfig:
@@ -134,44 +93,15 @@ def resolve_train(train: TrainConfig, cls: type[Method]) -> TrainConfig:
     )
 
 
-def modality(config: Config) -> str:
-    return method_class(config.method["name"]).modality
-
-
-def default_local_size(global_size: int) -> int:
-    """Multi-crop's 96 px local crops of 224 px global ones, kept in proportion."""
-    return max(4, round(global_size * 3 / 7))
-
-
-def _channel_statistics(images: torch.Tensor, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    sample = images[:max_images].float() / 255
-    mean = sample.mean(dim=(0, 2, 3))
-    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
-
-
 def build_view_maker(config: Config):
-    """The run's view maker: augmented crops for images, masked copies for text."""
-    if modality(config) == "text":
-        return text_runs.build_token_views(config)
-    augment = config.augment
-    recipe = dataclasses.replace(
-        RECIPES[augment.recipe],
-        global_size=augment.global_size,
-        global_scale=augment.global_scale,
-        local_crops=augment.local_crops,
-        local_size=augment.local_size or default_local_size(augment.global_size),
-    )
-    return ViewMaker(recipe, augment.mean, augment.std)
+    """The run's view maker: augmented crops for images, masked copies for text, (past,
+    future) pairs for video."""
+    return modality_of(config).build_view_maker(config)
 
 
 def build_model(config: Config) -> Method:
     """The method with its backbone at the initialisation given by ``train.seed``."""
-    if modality(config) == "text":
-        return text_runs.build_text_model(config)
-    torch.manual_seed(config.train.seed)
-    backbone, dim = build_backbone(config.backbone.name or DEFAULT_BACKBONE, config.data.channels, config.backbone.width)
-    return build_method(config.method, backbone, dim)
+    return modality_of(config).build_model(config)
 
 
 def default_run_dir(config: Config) -> Path:
@@ -244,47 +174,30 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     return summary
 
 
-def word2vec_baseline(config: Config, run_dir: Path, epochs: int = 5) -> Method:
-    """A word2vec model trained on the same corpus and vocabulary for ``epochs``, kept as its
-    own run in ``run_dir/baselines/word2vec``: mean word vectors are the static baseline of
-    the probes. (Skipped under torchrun: evaluation runs on rank 0 alone.)"""
-    out = run_dir / "baselines" / "word2vec"
-    if checkpoint.latest_checkpoint(out / "checkpoints") is None:
-        say(f"training the mean-word2vec baseline ({epochs} epochs) in {out}")
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / text_runs.TOKENIZER_FILE, out / text_runs.TOKENIZER_FILE)  # the same vocabulary
-        baseline = dataclasses.replace(
-            config,
-            method={"name": "word2vec"},
-            backbone=dataclasses.replace(config.backbone, name=None, depth=None, heads=None),
-            train=dataclasses.replace(config.train, epochs=epochs, budget=None, optimizer=None, lr=None, weight_decay=None, clip_grad=None),
-            eval=dataclasses.replace(config.eval, enabled=False),
-            out=str(out),
-        )
-        pretrain(baseline)
-    return load_run(out)[1]
+def train_baselines(config: Config, run_dir: Path) -> dict[str, Method]:
+    """The modality's baseline runs (e.g. word2vec beside an MLM), each trained once in
+    ``run_dir/baselines/<name>`` and reused by later evaluations. (Not under torchrun:
+    evaluation runs on rank 0 alone.)"""
+    pipeline = modality_of(config)
+    if not config.eval.baselines or distributed.world_size() > 1:
+        return {}
+    models = {}
+    for name, baseline in pipeline.baseline_runs(config).items():
+        out = run_dir / "baselines" / name
+        if checkpoint.latest_checkpoint(out / "checkpoints") is None:
+            say(f"training the {name.replace('_', ' ')} baseline in {out}")
+            out.mkdir(parents=True, exist_ok=True)
+            for shared in pipeline.shared_files:
+                shutil.copyfile(run_dir / shared, out / shared)
+            pretrain(dataclasses.replace(baseline, eval=dataclasses.replace(baseline.eval, enabled=False), out=str(out)))
+        models[name] = load_run(out)[1]
+    return models
 
 
 def evaluate_trained(method: Method, view_maker, config: Config, eval_train, eval_test, device, run_dir: Path) -> dict:
     started = time.perf_counter()
-    if modality(config) == "text":
-        say("evaluating: masked-token accuracy and perplexity, pseudo-likelihood energy AUC, probes, baselines")
-        baselines = {}
-        if config.eval.baselines:
-            baselines["random_init"] = build_model(config)
-            if config.method["name"] != "word2vec" and distributed.world_size() == 1:
-                baselines["mean_word2vec"] = word2vec_baseline(config, run_dir)
-        tokenizer = text_runs.run_tokenizer(run_dir)
-        result = text_runs.evaluate_text(method, view_maker, config, eval_train, eval_test, device, tokenizer, baselines)
-        result["evaluation_seconds"] = round(time.perf_counter() - started, 1)
-        return result
-    say("evaluating: kNN, linear probe, few-shot, energy AUC, collapse, baselines")
-    result = evaluate_method(
-        method, view_maker, eval_train, eval_test, device,
-        fewshot_seeds=config.eval.fewshot_seeds,
-        energy_images=config.eval.energy_pairs,
-        random_init=build_model(config) if config.eval.baselines else None,
-        raw_pixels=config.eval.baselines,
+    result = modality_of(config).evaluate(
+        method, view_maker, config, eval_train, eval_test, device, run_dir, train_baselines(config, run_dir)
     )
     result["evaluation_seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -392,7 +305,7 @@ def _load_text_run(run_dir: Path) -> tuple[Config, Method, Any]:
     config, method, _ = load_run(run_dir)
     if modality(config) != "text":
         raise ConfigError(f"{run_dir} is a {modality(config)} run; this command needs a text run (e.g. --method mlm)")
-    return config, method, text_runs.run_tokenizer(run_dir)
+    return config, method, text_modality.run_tokenizer(run_dir)
 
 
 @torch.no_grad()
@@ -402,7 +315,7 @@ def fill_mask(run_dir: Path, text: str, top_k: int = 5) -> list[tuple[int, list[
     config, method, tokenizer = _load_text_run(run_dir)
     if method.causal_attention:
         raise ConfigError(f"{run_dir} holds a causal model, which predicts the next token, not masked ones; use an mlm run")
-    ids = text_runs.encode_text(tokenizer, text, config.text.max_length).to(next(method.parameters()).device)
+    ids = text_modality.encode_text(tokenizer, text, config.text.max_length).to(next(method.parameters()).device)
     positions = (ids[0] == MASK_ID).nonzero().flatten()
     if len(positions) == 0:
         raise ConfigError(f"no [MASK] in {text!r}; write [MASK] where a word is to be predicted")
@@ -421,7 +334,7 @@ def embed_texts(run_dir: Path, texts: list[str], out: Path | None, tokens: bool 
     ``out`` (.npy) when given."""
     config, method, tokenizer = _load_text_run(run_dir)
     device = next(method.parameters()).device
-    ids = torch.cat([text_runs.encode_text(tokenizer, text, config.text.max_length) for text in texts]).to(device)
+    ids = torch.cat([text_modality.encode_text(tokenizer, text, config.text.max_length) for text in texts]).to(device)
     if tokens:
         real = ids[0] != PAD_ID
         features = method.hidden(ids[:1])[0, real].float().cpu().numpy()
@@ -450,3 +363,26 @@ def similar_words(run_dir: Path, word: str, top_k: int = 10) -> list[tuple[str, 
     cosines[token] = -2
     best = cosines.topk(min(top_k, len(cosines) - FIRST_REGULAR_ID - 1))
     return [(tokenizer.id_to_token(int(i)), float(c)) for i, c in zip(best.indices, best.values)]
+
+
+# ---------------------------------------------------------------------------- video commands
+@torch.no_grad()
+def predict(run_dir: Path, samples: int = 8, clips: int = 4, seed: int = 0, out: Path | None = None) -> dict[str, Any]:
+    """Draw ``samples`` sampled futures for each of the first ``clips`` held-out clips of a
+    video run into a PNG grid (the past and the true future on top of each block), and
+    measure on those clips the best-of-K error and the diversity of the samples."""
+    config, method, _ = load_run(run_dir)
+    if modality(config) != "video":
+        raise ConfigError(f"{run_dir} is a {modality(config)} run; predict needs a video run (e.g. --method lvp)")
+    if not hasattr(method, "sample_futures"):
+        raise ConfigError(f"{run_dir} holds a {config.method['name']} model, which predicts embeddings, not frames; "
+                          "predict needs a model with a decoder (--method lvp)")
+    if samples < 1 or clips < 1:
+        raise ConfigError(f"--samples and --clips must be at least 1, got {samples} and {clips}")
+    test = video_modality.load_clips(config, "test")
+    test = test.subset(torch.arange(min(clips, len(test))), test.name)
+    out = out or run_dir / f"futures-K{samples}.png"
+    video_modality.render_predictions(method, test, out, samples=samples, count=len(test), seed=seed)
+    quality = best_of_k(method, test, next(method.parameters()).device, samples=(samples,), seed=seed)
+    return {"clips": len(test), "samples": samples, "best_of_k": round(quality["best_of_k"][str(samples)], 4),
+            "sample_diversity": round(quality["sample_diversity"], 4), "out": str(out)}

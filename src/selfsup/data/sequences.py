@@ -21,7 +21,7 @@ drawn at ``round(p)``; overlapping sprites combine with the pixel-wise maximum.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -67,6 +67,7 @@ class ClipSet:
             frame; frame ``t + 1`` is frame ``t`` moved by ``velocities[:, t]`` (then
             mirrored at the walls).
         sprite_indices: int64 ``[N, S]``: the row of each sprite in its source set.
+        skipped: ``(file, reason)`` of inputs that could not be read (none for generated clips).
     """
 
     frames: Tensor
@@ -77,6 +78,7 @@ class ClipSet:
     positions: Tensor
     velocities: Tensor
     sprite_indices: Tensor
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.frames.dtype != torch.uint8 or self.frames.dim() != 5:
@@ -152,9 +154,9 @@ class ClipSet:
         )
 
 
-def _sprite_set(source: str | None) -> ImageSet:
-    """The train split of ``source`` (default: Fashion-MNIST when installed, else digits)
-    at :data:`SPRITE_SIZE` pixels, one channel."""
+def _sprite_set(source: str | None, split: str = "train") -> ImageSet:
+    """The ``split`` ("train" or "test") of ``source`` (default: Fashion-MNIST when
+    installed, else digits) at :data:`SPRITE_SIZE` pixels, one channel."""
     if source is None:
         # Imported here: selfsup.data's __init__ may import this module.
         from selfsup.data import default_source
@@ -164,7 +166,7 @@ def _sprite_set(source: str | None) -> ImageSet:
         raise DataError(
             f"unknown sprite source {source!r}; choose one of {', '.join(_SPRITE_SOURCES)}"
         )
-    images = _SPRITE_SOURCES[source]("train")
+    images = _SPRITE_SOURCES[source](split)
     return ImageSet(
         images=convert_images(images.images, 1, SPRITE_SIZE),
         labels=images.labels,
@@ -315,13 +317,15 @@ def load_sequences(
     size: int = 48,
     sprites: int = 1,
     change_p: float = 0.1,
+    split: str = "train",
 ) -> ClipSet:
     """Load a sequence source by spec (see :data:`SEQUENCE_SOURCES`).
 
     ``"moving-sprites"`` draws sprites from Fashion-MNIST when it is installed and from
     scikit-learn's digits otherwise (the set's ``name`` says which);
     ``"moving-sprites:fashion-mnist"`` and ``"moving-sprites:digits"`` choose explicitly.
-    The other arguments are :func:`moving_sprites`'s.
+    ``split`` picks the sprite set's split ("train" or "test"): held-out clips show held-out
+    sprites. The other arguments are :func:`moving_sprites`'s.
 
     Raises:
         DataError: for an unknown spec (listing the known ones) or missing sprite files.
@@ -338,7 +342,7 @@ def load_sequences(
         sprites=sprites,
         change_p=change_p,
         seed=seed,
-        source=spec.partition(":")[2] or None,
+        source=_sprite_set(spec.partition(":")[2] or None, split),
     )
 
 

@@ -42,7 +42,7 @@ def encode(
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc=description, unit="batch", leave=False, disable=None if description else True):
         batch = view_maker.eval_view(images[start : start + batch_size].to(device))
-        if channels_last:
+        if channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         chunks.append(fn(batch).float().cpu())
     return torch.cat(chunks)

@@ -22,15 +22,17 @@ import torch.nn.functional as F
 
 
 def prediction_cost(y: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
-    """Squared-error cost per sample, averaged over the non-batch elements:
+    """Squared-error cost per sample, summed over its elements:
 
-        C(y, y_hat) = ||y - y_hat||^2 / n,   n = number of elements of one sample
+        C(y, y_hat) = ||y - y_hat||^2
 
-    ``y`` and ``prediction`` ``[B, ...]``; returns ``[B]``. The mean (not the sum) makes the
-    cost independent of the frame size and count, so the weight lambda of R(z) means the
-    same at any resolution.
+    the negative log-likelihood of y under N(y_hat, I/2), up to a constant. ``y`` and
+    ``prediction`` ``[B, ...]``; returns ``[B]``. Summed, not averaged: a latent's
+    regulariser lambda R(z) then weighs against the whole error z removes (nats against
+    nats for the KL), and the gradient with respect to z keeps a usable scale, so the
+    inference steps and the ISTA threshold need no rescaling with the frame size.
     """
-    return (y - prediction).pow(2).flatten(1).mean(dim=1)
+    return (y - prediction).pow(2).flatten(1).sum(dim=1)
 
 
 def l1_sparsity(z: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from selfsup.methods.base import Batch, Method, StepOutput
 from selfsup.methods.byol import BYOL
 from selfsup.methods.deepcluster import DeepClusterV2
 from selfsup.methods.dino import DINO
+from selfsup.methods.latent import LatentVariablePredictor
 from selfsup.methods.language import (
     CausalLanguageModel,
     MaskedLanguageModel,
@@ -33,11 +34,13 @@ METHODS: dict[str, type[Method]] = {
     for cls in (
         SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DeepClusterV2, SwAV, DINO, PAWS, SiameseNaive,
         MaskedLanguageModel, WholeWordMaskedLanguageModel, SpanMaskedLanguageModel, CausalLanguageModel, Word2Vec, GloVe,
+        LatentVariablePredictor,
     )
 }
 
-# Arguments a method receives from the run rather than from its configuration.
-_BUILT_ARGUMENTS = ("self", "backbone", "backbone_dim")
+# Arguments a method receives from the run rather than from its configuration (video
+# methods also get the clip shape they are built for).
+_BUILT_ARGUMENTS = ("self", "backbone", "backbone_dim", "clip")
 
 
 def method_class(name: str) -> type[Method]:
@@ -77,14 +80,16 @@ def resolve_method_options(options: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def build_method(options: dict[str, Any], backbone: nn.Module, backbone_dim: int) -> Method:
+def build_method(options: dict[str, Any], backbone: nn.Module, backbone_dim: int, **built: Any) -> Method:
+    """The method named in ``options`` on ``backbone``; ``built`` holds what the run gives
+    beside the configuration (a video method's ``clip`` shape)."""
     resolved = resolve_method_options(options)
     name = resolved.pop("name")
-    return method_class(name)(backbone, backbone_dim, **resolved)
+    return method_class(name)(backbone, backbone_dim, **built, **resolved)
 
 
 __all__ = [
-    "BYOL", "DINO", "METHODS", "PAWS", "Batch", "BarlowTwins", "CausalLanguageModel", "DeepClusterV2", "GloVe", "MaskedLanguageModel",
+    "BYOL", "DINO", "METHODS", "PAWS", "Batch", "BarlowTwins", "CausalLanguageModel", "DeepClusterV2", "GloVe", "LatentVariablePredictor", "MaskedLanguageModel",
     "Method", "MoCoV2", "MoCoV3", "SiameseNaive", "SimCLR", "SimSiam", "SpanMaskedLanguageModel", "StepOutput", "SwAV",
     "VICReg", "WholeWordMaskedLanguageModel", "Word2Vec", "build_method", "method_defaults", "resolve_method_options",
 ]

@@ -46,11 +46,12 @@ def _percent(value: Any) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The table printed after ``selfsup pretrain`` / ``evaluate``: the run beside its baselines."""
-    text = summary.get("modality") == "text"
+    modality = summary.get("modality", "image")
+    samples = {"text": "sequences", "video": "clips"}.get(modality, "images")
     lines = [
         f"method {summary.get('method')} | data {summary.get('data')} | backbone {summary.get('backbone')} | "
         f"{summary.get('steps')} steps in {summary.get('seconds', 0):.0f} s "
-        f"({summary.get('images_per_second', 0):,.0f} {'sequences' if text else 'images'}/s)"
+        f"({summary.get('images_per_second', 0):,.0f} {samples}/s)"
     ]
     if "perplexity" in summary:
         lines.append(
@@ -65,9 +66,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     if rows:
         lines += ["", format_table(["features"] + [label for label, _ in ACCURACY_COLUMNS], rows)]
     collapse = summary.get("collapse")
-    if "energy_auc" in summary:
-        pairs = "original sentence vs one token replaced" if text else "two views of one image vs of two images"
+    if "energy_auc_by_negative" in summary:
+        aucs = summary["energy_auc_by_negative"]
+        lines += ["", "energy AUC (true continuation vs " + ", ".join(
+            f"{name.replace('_', ' ')} {value:.3f}" for name, value in aucs.items()) + ")"]
+    elif "energy_auc" in summary:
+        pairs = "original sentence vs one token replaced" if modality == "text" else "two views of one image vs of two images"
         lines += ["", f"energy AUC ({pairs}): {summary['energy_auc']:.3f}"]
+    if "best_of_k" in summary:
+        lines.append(
+            "best-of-K error (per-pixel MSE): " + ", ".join(f"K={k} {value:.4f}" for k, value in summary["best_of_k"].items())
+            + f"; sample diversity {summary['sample_diversity']:.4f}"
+        )
+    if summary.get("predictions"):
+        lines.append(f"predicted futures: {summary['predictions']}")
     homonyms = summary.get("homonyms") or {}
     if homonyms.get("mean_cosine") is not None:
         lines.append(

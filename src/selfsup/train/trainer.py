@@ -174,7 +174,8 @@ class Trainer:
         samples = self.samples[indices.to(self.samples.device)].to(self.device, non_blocking=True)
         views = self.view_maker(samples, generator)
         if self.channels_last:
-            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+            # Image batches only: channels-last is a 4-d layout (clips are [B, T, C, H, W]).
+            views = [view.contiguous(memory_format=torch.channels_last) if view.dim() == 4 else view for view in views]
         return views
 
     def _step_inputs(self, step: int) -> tuple[list[torch.Tensor], Batch]:

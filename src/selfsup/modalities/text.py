@@ -1,7 +1,6 @@
-"""The text side of the run pipelines: corpus -> tokenizer -> token sequences -> model, and
-the text evaluation, fill-mask and embedding behind the commands.
+"""Text: corpus -> tokenizer -> token sequences -> model; masked-token accuracy, the
+pseudo-likelihood energy, the homonym check and probes on the documents' packages.
 
-:mod:`selfsup.runs` calls these when the method's modality is text; the trainer is shared.
 A text run directory also holds ``tokenizer.json``, trained on the run's training documents.
 """
 
@@ -40,6 +39,7 @@ from selfsup.methods import (
     resolve_method_options,
 )
 from selfsup.methods.static import StaticEmbedding, StaticWordModel
+from selfsup.modalities.base import Modality, say
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_SOURCE = "stdlib-docs"
@@ -103,8 +103,7 @@ def load_text_data(config: Config, run_dir: Path) -> tuple[TokenSet, TokenSet, T
 
 def resolve_text(config: Config, pretrain_set: TokenSet) -> Config:
     """Fill the values left open for a text run: the encoder's sizes, the vocabulary the
-    tokenizer ended with and the method's options (:func:`selfsup.runs.resolve` adds the
-    optimisation recipe)."""
+    tokenizer ended with and the method's options."""
     method_options = resolve_method_options(config.method)
     static = issubclass(method_class(method_options["name"]), StaticWordModel)
     backbone = dataclasses.replace(
@@ -207,3 +206,42 @@ def encode_text(tokenizer, text: str, max_length: int) -> Tensor:
     """Token ids [1, T] of one text, as the run's documents were encoded."""
     ids, _ = encode_documents(tokenizer, [text], max_length)
     return ids
+
+
+class TextModality(Modality):
+    name = "text"
+    shared_files = (TOKENIZER_FILE,)
+
+    def resolve_source(self, config: Config) -> str:
+        return DEFAULT_SOURCE
+
+    def load_data(self, config: Config, run_dir: Path) -> tuple[TokenSet, TokenSet, TokenSet]:
+        return load_text_data(config, run_dir)
+
+    def resolve(self, config: Config, pretrain_set: TokenSet) -> Config:
+        return resolve_text(config, pretrain_set)
+
+    def build_view_maker(self, config: Config) -> TokenViews:
+        return build_token_views(config)
+
+    def build_model(self, config: Config) -> Method:
+        return build_text_model(config)
+
+    def baseline_runs(self, config: Config) -> dict[str, Config]:
+        """Mean word2vec vectors (5 epochs on the same corpus and vocabulary), the static
+        baseline of the probes; none for a word2vec run itself."""
+        if config.method["name"] == "word2vec":
+            return {}
+        return {"mean_word2vec": dataclasses.replace(
+            config,
+            method={"name": "word2vec"},
+            backbone=dataclasses.replace(config.backbone, name=None, depth=None, heads=None),
+            train=dataclasses.replace(config.train, epochs=5, budget=None, optimizer=None, lr=None, weight_decay=None, clip_grad=None),
+        )}
+
+    def evaluate(self, method: Method, view_maker: TokenViews, config: Config, train: TokenSet, test: TokenSet,
+                 device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
+        say("evaluating: masked-token accuracy and perplexity, pseudo-likelihood energy AUC, probes, baselines")
+        if config.eval.baselines:
+            baselines = {"random_init": self.build_model(config), **baselines}
+        return evaluate_text(method, view_maker, config, train, test, device, run_tokenizer(run_dir), baselines)

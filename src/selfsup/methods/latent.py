@@ -1,0 +1,298 @@
+"""Latent-variable predictive architecture: predict a clip's continuation through a
+regularised latent z that carries what the past does not determine about the future."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from selfsup.backbones.video import ClipShape, FrameDecoder, FrameEncoder, StackEncoder
+from selfsup.losses.latent import gaussian_kl, l1_sparsity, norm_bound, prediction_cost, shrink
+from selfsup.methods.base import Batch, Method, StepOutput
+
+REGULARIZERS = ("l1", "norm", "kl")
+INFERENCE_STARTS = ("amortized", "zero")
+
+
+class LatentVariablePredictor(Method):
+    """A latent-variable energy-based model of continuations (LeCun et al., "A Tutorial on
+    Energy-Based Learning", 2006; LeCun, "A Path Towards Autonomous Machine Intelligence",
+    2022, sec. 4.8; the NYU Deep Learning course, 2020-21, "latent-variable EBMs").
+
+    Enc reads the past x frame by frame (the backbone), Pred maps the frame embeddings to a
+    representation h, and Dec maps (h, z) to the predicted future; the energy is
+
+        E(x, y, z) = C(y, Dec(c * Pred(Enc(x)), z)) + lambda R(z),   F(x, y) = min_z E(x, y, z)
+
+    with C the squared error summed over the pixels and R one of (``regularizer``):
+
+    - ``l1``: ||z||_1, sparse coding; z is inferred with ISTA steps
+      z <- shrink(z - eta grad_z C, eta lambda) (Daubechies et al. 2004);
+    - ``norm``: max(0, ||z|| - ``norm_radius``)^2, a soft bound on the norm; gradient steps;
+    - ``kl``: KL(N(mu, sigma^2) || N(0, I)) with sigma from the amortised encoder and noise
+      z = mu + sigma eps in training (the VAE's regulariser, Kingma & Welling 2014); the mean
+      is refined by gradient steps (a semi-amortised VAE, Kim et al., ICML 2018).
+
+    Inference: ``inference_steps`` steps on z from the amortised guess Enc_z(x, y) (a
+    convolutional encoder of the whole clip) or from zero (``inference_start``), each step
+    accepted per clip only when it lowers E, else retried with half the step size
+    (backtracking), so E never rises. Training: z* is held fixed (detached), the
+    encoder, predictor and decoder minimise E(x, y, z*), and the amortised encoder regresses
+    z*, so the next guess starts nearer the optimum. The inferred z* of recent clips are kept
+    in a bank; at test time futures are decoded from z drawn from that bank (the aggregate
+    posterior) or, for ``kl``, from the prior N(0, I).
+
+    The two limits (METHODS.md):
+
+    - ``z_dim=0``: no latent, the plain predictor Dec(Pred(Enc(x))) trained on C; it can only
+      predict the mean of the possible futures (blurry), and every sample is the same;
+    - ``conditioning`` (c, the knob between them, 1 by default) scales how much of x reaches
+      the decoder, and mixes in adversarial training with weight 1 - c: at c = 0 x has no
+      influence, and the decoder is a generator G(z), z ~ N(0, I), trained against a
+      discriminator D(y) of real and generated futures with the non-saturating GAN loss
+      (Goodfellow et al., NeurIPS 2014). The GAN is a contrastive energy method: D's logit
+      is pushed up on data and down on generated samples.
+
+    Energy: F(x, y) = min_z E(x, y, z), by the same inference from the amortised guess.
+    """
+
+    name = "lvp"
+    summary = "latent-variable predictor: future = Dec(Pred(Enc(past)), z), z inferred by minimising a regularised energy"
+    modality = "video"
+    # Adam at 2e-3 per 256 clips (5e-4 at the default batch of 64): the usual rate for small
+    # convolutional auto-encoders; no weight decay, the latent is what is regularised.
+    train_recipe = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.0, "epochs": 40, "batch_size": 64}
+
+    def __init__(
+        self,
+        backbone: FrameEncoder,
+        backbone_dim: int,
+        clip: ClipShape,
+        z_dim: int = 16,
+        regularizer: str = "l1",
+        regularizer_weight: float = 1.0,
+        norm_radius: float = 1.0,
+        inference_steps: int = 5,
+        inference_lr: float = 0.05,
+        inference_start: str = "amortized",
+        conditioning: float = 1.0,
+        hidden_dim: int = 256,
+        decoder_width: int = 32,
+        bank_size: int = 4096,
+    ):
+        super().__init__(backbone)
+        if regularizer not in REGULARIZERS:
+            raise ValueError(f"method.regularizer must be one of {', '.join(REGULARIZERS)}, got {regularizer!r}")
+        if inference_start not in INFERENCE_STARTS:
+            raise ValueError(f"method.inference_start must be one of {', '.join(INFERENCE_STARTS)}, got {inference_start!r}")
+        if not 0.0 <= conditioning <= 1.0:
+            raise ValueError(f"method.conditioning must lie in [0, 1], got {conditioning}")
+        for option, value in (("z_dim", z_dim), ("inference_steps", inference_steps), ("bank_size", bank_size)):
+            if value < 0:
+                raise ValueError(f"method.{option} must be >= 0, got {value}")
+        if conditioning < 1 and z_dim == 0:
+            raise ValueError("method.conditioning < 1 trains a generator of z; it needs method.z_dim > 0")
+        self.clip = clip
+        self.z_dim, self.regularizer, self.regularizer_weight = z_dim, regularizer, regularizer_weight
+        self.norm_radius = norm_radius
+        self.inference_steps, self.inference_lr, self.inference_start = inference_steps, inference_lr, inference_start
+        self.conditioning = conditioning
+        self.predictor = nn.Sequential(
+            nn.Linear(clip.frames_in * backbone_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, hidden_dim)
+        )
+        self.decoder = FrameDecoder(hidden_dim + z_dim, clip.frames_out, clip.channels, clip.size, decoder_width)
+        if z_dim:
+            outputs = 2 * z_dim if regularizer == "kl" else z_dim  # kl: mean and log-variance
+            self.amortized = nn.Sequential(
+                StackEncoder(clip.frames_in + clip.frames_out, clip.channels, clip.size, decoder_width, hidden_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden_dim, outputs),
+            )
+        if conditioning < 1:
+            self.discriminator = nn.Sequential(
+                StackEncoder(clip.frames_out, clip.channels, clip.size, decoder_width, hidden_dim),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Linear(hidden_dim, 1),
+            )
+        self.register_buffer("bank", torch.zeros(bank_size if z_dim else 0, z_dim))
+        self.register_buffer("bank_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bank_next", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------ the energy
+    def represent(self, past: torch.Tensor) -> torch.Tensor:
+        """h = Pred(Enc(x)) [B, hidden_dim] from the past frames [B, Tin, C, H, W]."""
+        return self.predictor(self.backbone(past).flatten(1))
+
+    def decode(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Dec(c * h, z): predicted future frames [B, Tout, C, H, W] in [0, 1]."""
+        return self.decoder(torch.cat([self.conditioning * h, z], dim=1))
+
+    def regularization(self, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
+        """R(z) [B] (unweighted)."""
+        if self.regularizer == "l1":
+            return l1_sparsity(z)
+        if self.regularizer == "norm":
+            return norm_bound(z, self.norm_radius)
+        return gaussian_kl(z, log_variance)
+
+    def latent_energy(self, h: torch.Tensor, y: torch.Tensor, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
+        """E(x, y, z) [B] for h = Pred(Enc(x))."""
+        energy = prediction_cost(y, self.decode(h, z))
+        if self.z_dim:
+            energy = energy + self.regularizer_weight * self.regularization(z, log_variance)
+        return energy
+
+    def amortized_guess(self, past: torch.Tensor, future: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Enc_z(x, y): the starting latent [B, z_dim] and, for ``kl``, its log-variance. It
+        reads c * x like the decoder, so that at c = 0 nothing depends on x."""
+        out = self.amortized(torch.cat([self.conditioning * past, future], dim=1))
+        if self.regularizer == "kl":
+            mean, log_variance = out.chunk(2, dim=1)
+            return mean, log_variance.clamp(-10, 4)
+        return out, None
+
+    def infer_latent(
+        self, h: torch.Tensor, y: torch.Tensor, start: torch.Tensor, log_variance: torch.Tensor | None = None,
+        steps: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z* ~ argmin_z E(x, y, z) by ``steps`` (default ``inference_steps``) descent steps
+        from ``start`` with per-clip backtracking. Returns (z* [B, z_dim] detached, E at the
+        start [B], E at z* [B]); E at z* is never above E at the start. ``h`` and
+        ``log_variance`` are held fixed."""
+        steps = self.inference_steps if steps is None else steps
+        h = h.detach()
+        log_variance = None if log_variance is None else log_variance.detach()
+        # ISTA steps on the smooth part C and apply the L1 term through shrink; the other
+        # regularisers are smooth and join the gradient.
+        smooth_weight = 0.0 if self.regularizer == "l1" else self.regularizer_weight
+
+        def evaluate(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.enable_grad():
+                z = z.detach().requires_grad_(True)
+                cost = prediction_cost(y, self.decode(h, z))
+                smooth = cost + smooth_weight * self.regularization(z, log_variance) if smooth_weight else cost
+                (gradient,) = torch.autograd.grad(smooth.sum(), z)
+            return cost.detach() + self.regularizer_weight * self.regularization(z.detach(), log_variance), gradient
+
+        z = start.detach()
+        energy, gradient = evaluate(z)
+        first = energy
+        step_size = torch.full((len(z), 1), self.inference_lr, device=z.device)
+        for _ in range(steps):
+            candidate = z - step_size * gradient
+            if self.regularizer == "l1":
+                candidate = shrink(candidate, step_size * self.regularizer_weight)
+            candidate_energy, candidate_gradient = evaluate(candidate)
+            better = (candidate_energy <= energy).unsqueeze(1)
+            z = torch.where(better, candidate, z)
+            gradient = torch.where(better, candidate_gradient, gradient)
+            energy = torch.where(better.squeeze(1), candidate_energy, energy)
+            step_size = torch.where(better, step_size, step_size / 2)
+        return z, first, energy
+
+    def _starting_latent(self, past: torch.Tensor, future: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(amortised guess, where inference starts, log-variance or None)."""
+        guess, log_variance = self.amortized_guess(past, future)
+        start = guess.detach() if self.inference_start == "amortized" else torch.zeros_like(guess)
+        return guess, start, log_variance
+
+    # ------------------------------------------------------------------ training
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
+        past, future = views[0], views[1]
+        h = self.represent(past)
+        if not self.z_dim:  # the plain predictor
+            cost = prediction_cost(future, self.decode(h, h.new_zeros(len(h), 0))).mean()
+            return StepOutput(cost, {"cost": float(cost.detach())})
+        guess, start, log_variance = self._starting_latent(past, future)
+        z, first_energy, energy = self.infer_latent(h, future, start, log_variance)
+        self._remember(z)
+        if self.regularizer == "kl":  # the noise limits what z carries; sigma learns through KL and C
+            noise = torch.randn(z.shape, generator=batch.generator if batch else None, device=z.device)
+            z_used = z + (0.5 * log_variance).exp() * noise.to(z.dtype)
+            regularization = gaussian_kl(z, log_variance)
+        else:
+            z_used = z
+            regularization = self.regularization(z)
+        cost = prediction_cost(future, self.decode(h, z_used))
+        energy_loss = (cost + self.regularizer_weight * regularization).mean()
+        amortization = (guess - z).pow(2).sum(dim=1).mean()
+        loss = self.conditioning * energy_loss + amortization
+        metrics = {
+            "cost": float(cost.detach().mean()),
+            "regularization": float(regularization.detach().mean()),
+            "energy_before_inference": float(first_energy.mean()),
+            "energy_after_inference": float(energy.mean()),
+            "amortization_error": float(amortization.detach()),
+        }
+        if self.conditioning < 1:
+            generator_loss, discriminator_loss = self._adversarial_losses(h, future, batch)
+            loss = loss + (1 - self.conditioning) * generator_loss + discriminator_loss
+            metrics.update(generator_loss=float(generator_loss.detach()), discriminator_loss=float(discriminator_loss.detach()))
+        return StepOutput(loss, metrics)
+
+    def _adversarial_losses(self, h: torch.Tensor, future: torch.Tensor, batch: Batch | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Non-saturating GAN losses (Goodfellow et al. 2014, sec. 3): the generator's
+        -log D(G(z)), through a copy of D's weights that takes no gradient, and the
+        discriminator's -log D(y) - log(1 - D(G(z))) on detached fakes; one optimiser step
+        then updates both (simultaneous gradient descent)."""
+        z = self.prior_latents(len(h), batch.generator if batch else None, h.device)
+        fake = self.decode(h, z)
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        generator_loss = F.softplus(-functional_call(self.discriminator, frozen, (fake,))).mean()
+        real_logit = self.discriminator(future)
+        fake_logit = self.discriminator(fake.detach())
+        discriminator_loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
+        return generator_loss, discriminator_loss
+
+    @torch.no_grad()
+    def _remember(self, z: torch.Tensor) -> None:
+        """Keep the newest inferred latents in the bank (a ring buffer)."""
+        size = len(self.bank)
+        if size == 0:
+            return
+        z = z[-size:]
+        rows = (self.bank_next + torch.arange(len(z), device=z.device)) % size
+        self.bank[rows] = z.to(self.bank.dtype)
+        self.bank_next.copy_((self.bank_next + len(z)) % size)
+        self.bank_filled.copy_(torch.clamp(self.bank_filled + len(z), max=size))
+
+    # ------------------------------------------------------------------ sampling and evaluation
+    def prior_latents(self, count: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """z ~ N(0, I) [count, z_dim]."""
+        return torch.randn(count, self.z_dim, generator=generator, device=generator.device if generator else device).to(device)
+
+    def sample_latents(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latents for sampling futures [count, z_dim]: rows of the bank of inferred z (the
+        aggregate posterior) for ``l1`` and ``norm``; N(0, I) for ``kl``, for the GAN side
+        (conditioning < 1) and while the bank is empty."""
+        device = self.bank.device
+        filled = int(self.bank_filled)
+        if self.regularizer == "kl" or self.conditioning < 1 or filled == 0:
+            return self.prior_latents(count, generator, device)
+        rows = torch.randint(filled, (count,), generator=generator, device=generator.device if generator else device)
+        return self.bank[rows.to(device)]
+
+    @torch.no_grad()
+    def sample_futures(self, past: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``samples`` predicted futures per clip [B, samples, Tout, C, H, W], one latent each;
+        the same generator state gives the same futures. With ``z_dim=0`` all are equal."""
+        h = self.represent(past).repeat_interleave(samples, dim=0)
+        z = self.sample_latents(len(h), generator)
+        futures = self.decode(h, z)
+        return futures.view(len(past), samples, *futures.shape[1:])
+
+    @torch.no_grad()
+    def embed(self, past: torch.Tensor) -> torch.Tensor:
+        """Encoder features [B, D]: the mean of the past frames' embeddings."""
+        return self.backbone(past).mean(dim=1)
+
+    @torch.no_grad()
+    def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """F(x, y) = min_z E(x, y, z) [B] for past frames x and a continuation y."""
+        h = self.represent(x)
+        if not self.z_dim:
+            return prediction_cost(y, self.decode(h, h.new_zeros(len(h), 0)))
+        _, start, log_variance = self._starting_latent(x, y)
+        return self.infer_latent(h, y, start, log_variance)[2]

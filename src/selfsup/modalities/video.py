@@ -1,0 +1,98 @@
+"""Video: clips of moving sprites -> (past, future) pairs -> a model of continuations; the
+energy of true against wrong continuations, best-of-K futures, probes on the sprite class.
+
+A video run directory also holds ``predictions.png``: sampled futures of a few held-out
+clips (``selfsup predict`` draws more).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from selfsup.augment.clips import ClipViews
+from selfsup.backbones.video import ClipShape, FrameEncoder
+from selfsup.config import Config, ConfigError
+from selfsup.data.sequences import ClipSet, load_sequences
+from selfsup.evaluate.video import evaluate_video
+from selfsup.methods import Method, build_method, resolve_method_options
+from selfsup.modalities.base import Modality, say
+from selfsup.report.frames import futures_grid, save_png
+
+DEFAULT_SOURCE = "moving-sprites"
+BACKBONE = "frames"
+DEFAULT_WIDTH = 32
+PREDICTIONS_FILE = "predictions.png"
+_TEST_SEED_OFFSET = 1_000_003  # held-out clips never share a generator seed with training clips
+
+
+def clip_shape(config: Config) -> ClipShape:
+    return ClipShape(config.video.frames_in, config.video.frames_out, 1, config.video.size)
+
+
+def load_clips(config: Config, split: str) -> ClipSet:
+    """The run's training or held-out clips (held-out ones show the sprite set's test split)."""
+    video = config.video
+    return load_sequences(
+        config.data.source, count=video.clips if split == "train" else video.test_clips,
+        seed=config.train.seed + (0 if split == "train" else _TEST_SEED_OFFSET),
+        frames_in=video.frames_in, frames_out=video.frames_out, size=video.size, sprites=video.sprites,
+        change_p=video.change_p, split=split,
+    )
+
+
+def render_predictions(method: Method, clips: ClipSet, path: Path, samples: int = 5, count: int = 4, seed: int = 0) -> Path | None:
+    """Draw ``samples`` futures for the first ``count`` clips into a PNG at ``path`` (None for
+    models without a decoder)."""
+    if not hasattr(method, "sample_futures"):
+        return None
+    device = next(method.parameters()).device
+    past, future = (t[:count].to(device).float() / 255 for t in (clips.past, clips.future))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    futures = method.sample_futures(past, samples, generator)
+    return save_png(futures_grid(past.cpu(), future.cpu(), futures.float().cpu()), path)
+
+
+class VideoModality(Modality):
+    name = "video"
+
+    def resolve_source(self, config: Config) -> str:
+        return DEFAULT_SOURCE
+
+    def load_data(self, config: Config, run_dir: Path) -> tuple[ClipSet, ClipSet, ClipSet]:
+        train = load_clips(config, "train")
+        return train, train, load_clips(config, "test")
+
+    def resolve(self, config: Config, pretrain_set: ClipSet) -> Config:
+        method_options = resolve_method_options(config.method)
+        name = config.backbone.name or BACKBONE
+        if name != BACKBONE:
+            raise ConfigError(f"backbone.name: video methods use the {BACKBONE!r} encoder (per-frame convolutions), got {name!r}")
+        backbone = dataclasses.replace(config.backbone, name=name, width=config.backbone.width or DEFAULT_WIDTH)
+        data = dataclasses.replace(config.data, channels=1, size=config.video.size)
+        return dataclasses.replace(config, method=method_options, backbone=backbone, data=data)
+
+    def build_view_maker(self, config: Config) -> ClipViews:
+        return ClipViews(config.video.frames_in)
+
+    def build_model(self, config: Config) -> Method:
+        """The method on a :class:`FrameEncoder` of ``backbone.width`` channels in its first
+        stage and 4 x width features per frame."""
+        torch.manual_seed(config.train.seed)
+        width = config.backbone.width or DEFAULT_WIDTH
+        encoder = FrameEncoder(1, config.video.size, width, 4 * width)
+        return build_method(config.method, encoder, encoder.output_dim, clip=clip_shape(config))
+
+    def evaluate(self, method: Method, view_maker: ClipViews, config: Config, train: ClipSet, test: ClipSet,
+                 device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
+        say("evaluating: continuation energies, best-of-K futures, probes on the sprite class, collapse, baselines")
+        result = evaluate_video(
+            method, train, test, device, fewshot_seeds=config.eval.fewshot_seeds,
+            random_init=self.build_model(config) if config.eval.baselines else None, raw_pixels=config.eval.baselines,
+        )
+        picture = render_predictions(method, test, run_dir / PREDICTIONS_FILE)
+        if picture is not None:
+            result["predictions"] = str(picture)
+        return result
