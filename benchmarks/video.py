@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import machine, markdown_table, update_section
+
 from selfsup import config as config_module
 from selfsup import runs
 from selfsup.config import Config

@@ -32,9 +32,9 @@ from selfsup.data import (
 )
 from selfsup.data.folder import scan_folder
 from selfsup.evaluate.pipeline import encode, labelled_subset
+from selfsup.evaluate.video import best_of_k
 from selfsup.methods import Method, method_class
 from selfsup.modalities import modality_of
-from selfsup.evaluate.video import best_of_k
 from selfsup.modalities import text as text_modality
 from selfsup.modalities import video as video_modality
 from selfsup.modalities.base import say

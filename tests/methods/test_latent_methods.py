@@ -8,7 +8,13 @@ import torch
 from selfsup.augment.clips import ClipViews
 from selfsup.backbones.video import ClipShape, FrameEncoder
 from selfsup.data.sequences import moving_sprites
-from selfsup.losses.latent import gaussian_kl, l1_sparsity, norm_bound, prediction_cost, shrink
+from selfsup.losses.latent import (
+    gaussian_kl,
+    l1_sparsity,
+    norm_bound,
+    prediction_cost,
+    shrink,
+)
 from selfsup.methods import LatentVariablePredictor
 
 CLIP = ClipShape(frames_in=3, frames_out=3, channels=1, size=32)

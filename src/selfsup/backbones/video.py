@@ -71,6 +71,11 @@ class FrameEncoder(nn.Module):
         batch, length = frames.shape[:2]
         return self.frame(frames.flatten(0, 1)).view(batch, length, -1)
 
+    def clip_embedding(self, frames: torch.Tensor) -> torch.Tensor:
+        """One vector per clip [B, dim]: the mean of its frames' embeddings (the features
+        probes and kNN read)."""
+        return self(frames).mean(dim=1)
+
 
 class StackEncoder(nn.Module):
     """A clip as one image with its frames as channels: [B, T, C, H, W] -> [B, dim]. Cheaper

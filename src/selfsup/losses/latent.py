@@ -1,4 +1,5 @@
-"""Latent-variable energy models: prediction cost, regularisers of the latent, free energy.
+"""Latent-variable energy models: prediction cost, regularisers of the latent, free energy;
+and the embedding-space distance of joint-embedding predictive architectures (JEPA).
 
 A latent-variable energy model (LeCun, Chopra, Hadsell, Ranzato and Huang, "A Tutorial on
 Energy-Based Learning", 2006; the NYU Deep Learning course, 2020-21) scores a pair (x, y)
@@ -99,3 +100,14 @@ def free_energy(energies: torch.Tensor, beta: float | None = None) -> torch.Tens
         raise ValueError(f"beta must be > 0 (or None for the minimum), got {beta}")
     count = energies.shape[1]
     return -(torch.logsumexp(-beta * energies, dim=1) - math.log(count)) / beta
+
+
+def embedding_distance(prediction: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """Distance per sample between predicted and target embeddings ``[B, T, D]``, averaged
+    over the n = T x D elements of a sample; returns ``[B]``:
+
+        l1: ||s_hat - s||_1 / n     (V-JEPA, Bardes et al. 2024)
+        l2: ||s_hat - s||_2^2 / n   (I-JEPA, Assran et al. 2023)
+    """
+    difference = (prediction - target).flatten(1)
+    return (difference.pow(2) if loss == "l2" else difference.abs()).mean(dim=1)

@@ -13,6 +13,7 @@ from selfsup.methods.base import Batch, Method, StepOutput
 from selfsup.methods.byol import BYOL
 from selfsup.methods.deepcluster import DeepClusterV2
 from selfsup.methods.dino import DINO
+from selfsup.methods.jepa import JEPA
 from selfsup.methods.latent import LatentVariablePredictor
 from selfsup.methods.language import (
     CausalLanguageModel,
@@ -34,7 +35,7 @@ METHODS: dict[str, type[Method]] = {
     for cls in (
         SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DeepClusterV2, SwAV, DINO, PAWS, SiameseNaive,
         MaskedLanguageModel, WholeWordMaskedLanguageModel, SpanMaskedLanguageModel, CausalLanguageModel, Word2Vec, GloVe,
-        LatentVariablePredictor,
+        LatentVariablePredictor, JEPA,
     )
 }
 
@@ -89,7 +90,7 @@ def build_method(options: dict[str, Any], backbone: nn.Module, backbone_dim: int
 
 
 __all__ = [
-    "BYOL", "DINO", "METHODS", "PAWS", "Batch", "BarlowTwins", "CausalLanguageModel", "DeepClusterV2", "GloVe", "LatentVariablePredictor", "MaskedLanguageModel",
+    "BYOL", "DINO", "JEPA", "METHODS", "PAWS", "Batch", "BarlowTwins", "CausalLanguageModel", "DeepClusterV2", "GloVe", "LatentVariablePredictor", "MaskedLanguageModel",
     "Method", "MoCoV2", "MoCoV3", "SiameseNaive", "SimCLR", "SimSiam", "SpanMaskedLanguageModel", "StepOutput", "SwAV",
     "VICReg", "WholeWordMaskedLanguageModel", "Word2Vec", "build_method", "method_defaults", "resolve_method_options",
 ]

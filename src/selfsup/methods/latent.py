@@ -9,7 +9,13 @@ from torch import nn
 from torch.func import functional_call
 
 from selfsup.backbones.video import ClipShape, FrameDecoder, FrameEncoder, StackEncoder
-from selfsup.losses.latent import gaussian_kl, l1_sparsity, norm_bound, prediction_cost, shrink
+from selfsup.losses.latent import (
+    gaussian_kl,
+    l1_sparsity,
+    norm_bound,
+    prediction_cost,
+    shrink,
+)
 from selfsup.methods.base import Batch, Method, StepOutput
 
 REGULARIZERS = ("l1", "norm", "kl")
@@ -286,7 +292,7 @@ class LatentVariablePredictor(Method):
     @torch.no_grad()
     def embed(self, past: torch.Tensor) -> torch.Tensor:
         """Encoder features [B, D]: the mean of the past frames' embeddings."""
-        return self.backbone(past).mean(dim=1)
+        return self.backbone.clip_embedding(past)
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

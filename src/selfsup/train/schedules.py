@@ -20,3 +20,10 @@ def cosine_increase(step: int, total_steps: int, start: float, end: float = 1.0)
     schedule of BYOL (Grill et al. 2020, sec. 3.2) and DINO."""
     progress = min(max(step / max(1, total_steps), 0.0), 1.0)
     return end - (end - start) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def linear_increase(step: int, total_steps: int, start: float, end: float = 1.0) -> float:
+    """From ``start`` at step 0 to ``end`` at ``total_steps`` on a straight line: I-JEPA's EMA
+    momentum schedule (Assran et al. 2023; ``momentum_scheduler`` in its reference code)."""
+    progress = min(max(step / max(1, total_steps), 0.0), 1.0)
+    return start + (end - start) * progress
