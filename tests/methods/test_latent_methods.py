@@ -82,7 +82,7 @@ def test_z_dim_zero_is_the_plain_predictor(views):
     past, future = views
     lvp = model(z_dim=0)
     assert not hasattr(lvp, "amortized") and len(lvp.bank) == 0
-    plain = lvp.decoder(lvp.predictor(lvp.backbone(past).flatten(1)))
+    plain = lvp.decoder(lvp.predictor(lvp.backbone(past).flatten(1)), past[:, -2:].flatten(1, 2))
     torch.testing.assert_close(lvp.energy(past, future), prediction_cost(future, plain))
     torch.testing.assert_close(lvp(list(views)).loss, prediction_cost(future, plain).mean())
     samples = lvp.sample_futures(past, 4, torch.Generator().manual_seed(0))

@@ -94,20 +94,42 @@ class StackEncoder(nn.Module):
 class FrameDecoder(nn.Module):
     """A vector [B, in_dim] -> ``frames`` frames [B, frames, C, size, size] in [0, 1]: a
     linear map to a 4 width x size/8 x size/8 map, three stride-2 transposed convolutions
-    (the mirror of :class:`SpatialEncoder`), a sigmoid."""
+    (the mirror of :class:`SpatialEncoder`), a sigmoid.
 
-    def __init__(self, in_dim: int, frames: int, channels: int = 1, size: int = 48, width: int = 32):
+    With ``context_channels`` > 0 the decoder also reads a context image [B, context_channels,
+    size, size] (e.g. the last past frames) through a U-Net's skip connections (Ronneberger
+    et al. 2015): a convolutional trunk encodes it at size/2, /4 and /8, and each upsampling
+    stage sees those features beside its own. Appearance can then be copied from the
+    context, and the vector only has to say where it goes.
+    """
+
+    def __init__(self, in_dim: int, frames: int, channels: int = 1, size: int = 48, width: int = 32, context_channels: int = 0):
         super().__init__()
         _check_size(size)
         self.frames, self.channels, self.size = frames, channels, size
         self.base = size // 2**_STRIDES
         self.expand = nn.Sequential(nn.Linear(in_dim, 4 * width * self.base**2), nn.ReLU(inplace=True))
-        self.trunk = nn.Sequential(
-            _conv_block(4 * width, 2 * width, transposed=True),
-            _conv_block(2 * width, width, transposed=True),
-            nn.ConvTranspose2d(width, frames * channels, 4, stride=2, padding=1),
-        )
+        skip = (4 * width, 2 * width, width) if context_channels else (0, 0, 0)
+        if context_channels:
+            self.context = nn.ModuleList([
+                _conv_block(context_channels, width), _conv_block(width, 2 * width), _conv_block(2 * width, 4 * width)
+            ])
+        self.up = nn.ModuleList([
+            _conv_block(4 * width + skip[0], 2 * width, transposed=True),
+            _conv_block(2 * width + skip[1], width, transposed=True),
+            nn.ConvTranspose2d(width + skip[2], frames * channels, 4, stride=2, padding=1),
+        ])
 
-    def forward(self, code: torch.Tensor) -> torch.Tensor:
-        grid = self.expand(code).view(len(code), -1, self.base, self.base)
-        return torch.sigmoid(self.trunk(grid)).view(len(code), self.frames, self.channels, self.size, self.size)
+    def forward(self, code: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.expand(code).view(len(code), -1, self.base, self.base)
+        if context is not None:
+            skips = []
+            for stage in self.context:
+                context = stage(context)
+                skips.append(context)
+            for stage, skip in zip(self.up, reversed(skips)):
+                x = stage(torch.cat([x, skip], dim=1))
+        else:
+            for stage in self.up:
+                x = stage(x)
+        return torch.sigmoid(x).view(len(code), self.frames, self.channels, self.size, self.size)

@@ -3,6 +3,8 @@ regularised latent z that carries what the past does not determine about the fut
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +21,22 @@ from selfsup.losses.latent import (
 from selfsup.methods.base import Batch, Method, StepOutput
 
 REGULARIZERS = ("l1", "norm", "kl")
+CONTEXT_FRAMES = 2  # past frames the decoder sees directly: appearance and the last motion
+
+
+class Condition(NamedTuple):
+    """What the decoder knows of the past x: h = Pred(Enc(x)) [B, hidden] and the last past
+    frames [B, CONTEXT_FRAMES x C, H, W], both already scaled by the conditioning c."""
+
+    h: torch.Tensor
+    frames: torch.Tensor
+
+    def detach(self) -> Condition:
+        return Condition(self.h.detach(), self.frames.detach())
+
+    def repeat_interleave(self, repeats: int) -> Condition:
+        return Condition(self.h.repeat_interleave(repeats, dim=0), self.frames.repeat_interleave(repeats, dim=0))
+
 INFERENCE_STARTS = ("amortized", "zero")
 
 
@@ -28,9 +46,10 @@ class LatentVariablePredictor(Method):
     2022, sec. 4.8; the NYU Deep Learning course, 2020-21, "latent-variable EBMs").
 
     Enc reads the past x frame by frame (the backbone), Pred maps the frame embeddings to a
-    representation h, and Dec maps (h, z) to the predicted future; the energy is
+    representation h, and Dec maps (h, z) to the predicted future, copying appearance from
+    the last two past frames through U-Net skip connections; the energy is
 
-        E(x, y, z) = C(y, Dec(c * Pred(Enc(x)), z)) + lambda R(z),   F(x, y) = min_z E(x, y, z)
+        E(x, y, z) = C(y, Dec(c * Pred(Enc(x)), c * x_last, z)) + lambda R(z),   F(x, y) = min_z E(x, y, z)
 
     with C the squared error summed over the pixels and R one of (``regularizer``):
 
@@ -44,9 +63,12 @@ class LatentVariablePredictor(Method):
     Inference: ``inference_steps`` steps on z from the amortised guess Enc_z(x, y) (a
     convolutional encoder of the whole clip) or from zero (``inference_start``), each step
     accepted per clip only when it lowers E, else retried with half the step size
-    (backtracking), so E never rises. Training: z* is held fixed (detached), the
-    encoder, predictor and decoder minimise E(x, y, z*), and the amortised encoder regresses
-    z*, so the next guess starts nearer the optimum. The inferred z* of recent clips are kept
+    (backtracking), so E never rises. Training minimises E(x, y, z*) with z* held fixed
+    (detached), which teaches the encoder, predictor and decoder; E(x, y, Enc_z(x, y)), which
+    teaches the amortised encoder to guess a latent of low energy (an auto-encoder under R,
+    a VAE for ``kl``) and so gives z its meaning from the first steps; and ||Enc_z(x, y) -
+    z*||^2, which pulls the guess to the optimum (predictive sparse decomposition,
+    Kavukcuoglu, Ranzato and LeCun 2008). The inferred z* of recent clips are kept
     in a bank; at test time futures are decoded from z drawn from that bank (the aggregate
     posterior) or, for ``kl``, from the prior N(0, I).
 
@@ -108,7 +130,10 @@ class LatentVariablePredictor(Method):
         self.predictor = nn.Sequential(
             nn.Linear(clip.frames_in * backbone_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, hidden_dim)
         )
-        self.decoder = FrameDecoder(hidden_dim + z_dim, clip.frames_out, clip.channels, clip.size, decoder_width)
+        self.context_frames = min(CONTEXT_FRAMES, clip.frames_in)
+        self.decoder = FrameDecoder(
+            hidden_dim + z_dim, clip.frames_out, clip.channels, clip.size, decoder_width, self.context_frames * clip.channels
+        )
         if z_dim:
             outputs = 2 * z_dim if regularizer == "kl" else z_dim  # kl: mean and log-variance
             self.amortized = nn.Sequential(
@@ -127,13 +152,15 @@ class LatentVariablePredictor(Method):
         self.register_buffer("bank_next", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ the energy
-    def represent(self, past: torch.Tensor) -> torch.Tensor:
-        """h = Pred(Enc(x)) [B, hidden_dim] from the past frames [B, Tin, C, H, W]."""
-        return self.predictor(self.backbone(past).flatten(1))
+    def represent(self, past: torch.Tensor) -> Condition:
+        """What the decoder reads of the past frames [B, Tin, C, H, W]: c * Pred(Enc(x)) and c
+        times the last past frames."""
+        h = self.predictor(self.backbone(past).flatten(1))
+        return Condition(self.conditioning * h, self.conditioning * past[:, -self.context_frames :].flatten(1, 2))
 
-    def decode(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Dec(c * h, z): predicted future frames [B, Tout, C, H, W] in [0, 1]."""
-        return self.decoder(torch.cat([self.conditioning * h, z], dim=1))
+    def decode(self, condition: Condition, z: torch.Tensor) -> torch.Tensor:
+        """Dec(condition, z): predicted future frames [B, Tout, C, H, W] in [0, 1]."""
+        return self.decoder(torch.cat([condition.h, z], dim=1), condition.frames)
 
     def regularization(self, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
         """R(z) [B] (unweighted)."""
@@ -143,9 +170,9 @@ class LatentVariablePredictor(Method):
             return norm_bound(z, self.norm_radius)
         return gaussian_kl(z, log_variance)
 
-    def latent_energy(self, h: torch.Tensor, y: torch.Tensor, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
-        """E(x, y, z) [B] for h = Pred(Enc(x))."""
-        energy = prediction_cost(y, self.decode(h, z))
+    def latent_energy(self, condition: Condition, y: torch.Tensor, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
+        """E(x, y, z) [B] for ``condition = represent(x)``."""
+        energy = prediction_cost(y, self.decode(condition, z))
         if self.z_dim:
             energy = energy + self.regularizer_weight * self.regularization(z, log_variance)
         return energy
@@ -160,15 +187,15 @@ class LatentVariablePredictor(Method):
         return out, None
 
     def infer_latent(
-        self, h: torch.Tensor, y: torch.Tensor, start: torch.Tensor, log_variance: torch.Tensor | None = None,
+        self, condition: Condition, y: torch.Tensor, start: torch.Tensor, log_variance: torch.Tensor | None = None,
         steps: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z* ~ argmin_z E(x, y, z) by ``steps`` (default ``inference_steps``) descent steps
         from ``start`` with per-clip backtracking. Returns (z* [B, z_dim] detached, E at the
-        start [B], E at z* [B]); E at z* is never above E at the start. ``h`` and
+        start [B], E at z* [B]); E at z* is never above E at the start. ``condition`` and
         ``log_variance`` are held fixed."""
         steps = self.inference_steps if steps is None else steps
-        h = h.detach()
+        condition = condition.detach()
         log_variance = None if log_variance is None else log_variance.detach()
         # ISTA steps on the smooth part C and apply the L1 term through shrink; the other
         # regularisers are smooth and join the gradient.
@@ -177,7 +204,7 @@ class LatentVariablePredictor(Method):
         def evaluate(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.enable_grad():
                 z = z.detach().requires_grad_(True)
-                cost = prediction_cost(y, self.decode(h, z))
+                cost = prediction_cost(y, self.decode(condition, z))
                 smooth = cost + smooth_weight * self.regularization(z, log_variance) if smooth_weight else cost
                 (gradient,) = torch.autograd.grad(smooth.sum(), z)
             return cost.detach() + self.regularizer_weight * self.regularization(z.detach(), log_variance), gradient
@@ -207,22 +234,17 @@ class LatentVariablePredictor(Method):
     # ------------------------------------------------------------------ training
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         past, future = views[0], views[1]
-        h = self.represent(past)
+        condition = self.represent(past)
         if not self.z_dim:  # the plain predictor
-            cost = prediction_cost(future, self.decode(h, h.new_zeros(len(h), 0))).mean()
+            cost = prediction_cost(future, self.decode(condition, past.new_zeros(len(past), 0))).mean()
             return StepOutput(cost, {"cost": float(cost.detach())})
         guess, start, log_variance = self._starting_latent(past, future)
-        z, first_energy, energy = self.infer_latent(h, future, start, log_variance)
+        z, first_energy, energy = self.infer_latent(condition, future, start, log_variance)
         self._remember(z)
-        if self.regularizer == "kl":  # the noise limits what z carries; sigma learns through KL and C
-            noise = torch.randn(z.shape, generator=batch.generator if batch else None, device=z.device)
-            z_used = z + (0.5 * log_variance).exp() * noise.to(z.dtype)
-            regularization = gaussian_kl(z, log_variance)
-        else:
-            z_used = z
-            regularization = self.regularization(z)
-        cost = prediction_cost(future, self.decode(h, z_used))
-        energy_loss = (cost + self.regularizer_weight * regularization).mean()
+        generator = batch.generator if batch else None
+        cost, regularization = self._training_energy(condition, future, z, log_variance, generator)
+        guess_cost, guess_regularization = self._training_energy(condition, future, guess, log_variance, generator)
+        energy_loss = (cost + guess_cost + self.regularizer_weight * (regularization + guess_regularization)).mean()
         amortization = (guess - z).pow(2).sum(dim=1).mean()
         loss = self.conditioning * energy_loss + amortization
         metrics = {
@@ -233,18 +255,30 @@ class LatentVariablePredictor(Method):
             "amortization_error": float(amortization.detach()),
         }
         if self.conditioning < 1:
-            generator_loss, discriminator_loss = self._adversarial_losses(h, future, batch)
+            generator_loss, discriminator_loss = self._adversarial_losses(condition, future, batch)
             loss = loss + (1 - self.conditioning) * generator_loss + discriminator_loss
             metrics.update(generator_loss=float(generator_loss.detach()), discriminator_loss=float(discriminator_loss.detach()))
         return StepOutput(loss, metrics)
 
-    def _adversarial_losses(self, h: torch.Tensor, future: torch.Tensor, batch: Batch | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _training_energy(
+        self, condition: Condition, future: torch.Tensor, z: torch.Tensor, log_variance: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C, R) [B] at latent ``z``; for ``kl`` the decoder reads z + sigma eps, the
+        noise that limits what z carries (sigma learns through the KL and C)."""
+        if self.regularizer != "kl":
+            return prediction_cost(future, self.decode(condition, z)), self.regularization(z)
+        noise = torch.randn(z.shape, generator=generator, device=generator.device if generator else z.device).to(z)
+        noisy = z + (0.5 * log_variance).exp() * noise
+        return prediction_cost(future, self.decode(condition, noisy)), gaussian_kl(z, log_variance)
+
+    def _adversarial_losses(self, condition: Condition, future: torch.Tensor, batch: Batch | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Non-saturating GAN losses (Goodfellow et al. 2014, sec. 3): the generator's
         -log D(G(z)), through a copy of D's weights that takes no gradient, and the
         discriminator's -log D(y) - log(1 - D(G(z))) on detached fakes; one optimiser step
         then updates both (simultaneous gradient descent)."""
-        z = self.prior_latents(len(h), batch.generator if batch else None, h.device)
-        fake = self.decode(h, z)
+        z = self.prior_latents(len(future), batch.generator if batch else None, future.device)
+        fake = self.decode(condition, z)
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         generator_loss = F.softplus(-functional_call(self.discriminator, frozen, (fake,))).mean()
         real_logit = self.discriminator(future)
@@ -284,9 +318,9 @@ class LatentVariablePredictor(Method):
     def sample_futures(self, past: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``samples`` predicted futures per clip [B, samples, Tout, C, H, W], one latent each;
         the same generator state gives the same futures. With ``z_dim=0`` all are equal."""
-        h = self.represent(past).repeat_interleave(samples, dim=0)
-        z = self.sample_latents(len(h), generator)
-        futures = self.decode(h, z)
+        condition = self.represent(past).repeat_interleave(samples)
+        z = self.sample_latents(len(past) * samples, generator)
+        futures = self.decode(condition, z)
         return futures.view(len(past), samples, *futures.shape[1:])
 
     @torch.no_grad()
@@ -297,8 +331,8 @@ class LatentVariablePredictor(Method):
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """F(x, y) = min_z E(x, y, z) [B] for past frames x and a continuation y."""
-        h = self.represent(x)
+        condition = self.represent(x)
         if not self.z_dim:
-            return prediction_cost(y, self.decode(h, h.new_zeros(len(h), 0)))
+            return prediction_cost(y, self.decode(condition, x.new_zeros(len(x), 0)))
         _, start, log_variance = self._starting_latent(x, y)
-        return self.infer_latent(h, y, start, log_variance)[2]
+        return self.infer_latent(condition, y, start, log_variance)[2]
