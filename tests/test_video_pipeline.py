@@ -71,7 +71,7 @@ def test_predict_draws_k_futures_per_clip(lvp_run, capsys):
 def test_plain_predictor_samples_one_future(tmp_path):
     summary = pretrain(tmp_path, "plain", "method.name=lvp", "method.z_dim=0", "train.epochs=1", "eval.baselines=false")
     best = summary["best_of_k"]
-    assert best["1"] == best["5"] == best["20"] and summary["sample_diversity"] == 0
+    assert best["1"] == best["5"] == best["20"] and summary["sample_diversity"] < 1e-10
 
 
 def test_jepa_runs_with_collapse_diagnostics_and_no_pictures(tmp_path, capsys):
