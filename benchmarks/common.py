@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -66,3 +67,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def add_budget_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options every fixed-budget benchmark shares: the budget, where the runs go,
+    tabulating finished runs instead of training (``--collect``), and config overrides."""
+    parser.add_argument("--budget", default="15m", help="training wall-clock budget per run")
+    parser.add_argument("--out", default=out, type=Path, help="parent folder of the runs")
+    parser.add_argument("--collect", nargs="+", type=Path, metavar="RUN_DIR", help="tabulate finished runs instead of training")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")

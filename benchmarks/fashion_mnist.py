@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import torch
+from common import add_budget_run_arguments, machine, markdown_table, update_section
 
-from common import machine, markdown_table, update_section
 from selfsup import config as config_module
 from selfsup import runs
 from selfsup.config import Config
@@ -100,14 +100,10 @@ def table(run_dirs: list[Path]) -> tuple[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="15m", help="training wall-clock budget per method")
     parser.add_argument("--method", default="simclr", help="a method, a comma-separated list, or 'all'")
     parser.add_argument("--labels-per-class", default="1,10,100", help="PAWS: one run per value (comma-separated)")
-    parser.add_argument("--out", default="runs/benchmark-fashion-mnist", type=Path, help="parent folder of the runs")
-    parser.add_argument("--collect", nargs="+", type=Path, metavar="RUN_DIR", help="tabulate finished runs instead of training")
     parser.add_argument("--section", help="BENCHMARKS.md section name (default from the device, methods and budget)")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    add_budget_run_arguments(parser, out="runs/benchmark-fashion-mnist")
     args = parser.parse_args()
 
     if args.collect:

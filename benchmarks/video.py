@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, markdown_table, update_section
+from common import add_budget_run_arguments, machine, markdown_table, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
@@ -109,12 +109,8 @@ def table(run_dirs: list[Path]) -> tuple[str, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="15m", help="training wall-clock budget per model")
     parser.add_argument("--model", default="all", help=f"comma-separated among {', '.join(MODELS)}, or 'all'")
-    parser.add_argument("--out", default="runs/benchmark-video", type=Path, help="parent folder of the runs")
-    parser.add_argument("--collect", nargs="+", type=Path, metavar="RUN_DIR", help="tabulate finished runs instead of training")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    add_budget_run_arguments(parser, out="runs/benchmark-video")
     args = parser.parse_args()
 
     if args.collect:
