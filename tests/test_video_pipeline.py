@@ -68,6 +68,15 @@ def test_predict_draws_k_futures_per_clip(lvp_run, capsys):
     assert main(["predict", str(run_dir), "--samples", "0"]) == 2
 
 
+def test_evaluate_and_load_run_read_a_video_run(lvp_run):
+    run_dir, summary = lvp_run
+    again = runs.evaluate_run(run_dir)
+    # The same checkpoint and the same held-out clips: the same energies.
+    assert again["energy_auc_by_negative"] == summary["energy_auc_by_negative"]
+    config, method, state = runs.load_run(run_dir)
+    assert int(method.bank_filled) > 0 and state["step"] == summary["steps"]
+
+
 def test_plain_predictor_samples_one_future(tmp_path):
     summary = pretrain(tmp_path, "plain", "method.name=lvp", "method.z_dim=0", "train.epochs=1", "eval.baselines=false")
     best = summary["best_of_k"]
