@@ -33,6 +33,7 @@ from selfsup.data import (
 from selfsup.data.folder import scan_folder
 from selfsup.evaluate.pipeline import encode, labelled_subset
 from selfsup.evaluate.video import best_of_k
+from selfsup.files import write_atomic
 from selfsup.methods import Method, method_class
 from selfsup.modalities import modality_of
 from selfsup.modalities import text as text_modality
@@ -45,12 +46,6 @@ DEFAULT_BATCH_SIZE = 256
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped_files.txt"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------------------- building

@@ -16,8 +16,6 @@ Every encoding is ``[CLS] tokens [SEP]``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from tokenizers import (
 )
 
 from selfsup.data.base import DataError
+from selfsup.files import write_atomic
 
 __all__ = [
     "CLS_ID",
@@ -121,19 +120,7 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> Path:
     replaces it in one step, so a crash never leaves a half-written tokenizer.
     """
     file = _tokenizer_file(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=file.parent, prefix=f".{file.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(tokenizer.to_str())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, file)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(file, tokenizer.to_str())
     return file
 
 

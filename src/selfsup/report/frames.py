@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from selfsup.files import write_atomic
 
 _GAP = 2  # pixels between frames
 _BLOCK_GAP = 8  # pixels between clips
@@ -50,9 +52,7 @@ def futures_grid(past: torch.Tensor, future: torch.Tensor, samples: torch.Tensor
 
 
 def save_png(image: Image.Image, path: Path) -> Path:
-    """Write ``image`` to ``path`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
-    return path
+    """Write ``image`` to ``path`` as a PNG, atomically."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return write_atomic(path, buffer.getvalue())
