@@ -32,13 +32,14 @@ from selfsup.data import (
 )
 from selfsup.data.folder import scan_folder
 from selfsup.evaluate.pipeline import encode, labelled_subset
-from selfsup.evaluate.video import best_of_k
+from selfsup.evaluate.video import futures_quality
 from selfsup.files import write_atomic
 from selfsup.methods import Method, method_class
 from selfsup.modalities import modality_of
 from selfsup.modalities import text as text_modality
 from selfsup.modalities import video as video_modality
 from selfsup.modalities.base import say
+from selfsup.report.frames import futures_grid, save_png
 from selfsup.train import checkpoint
 from selfsup.train.trainer import Trainer, resolve_device
 
@@ -377,7 +378,8 @@ def predict(run_dir: Path, samples: int = 8, clips: int = 4, seed: int = 0, out:
     test = video_modality.load_clips(config, "test")
     test = test.subset(torch.arange(min(clips, len(test))), test.name)
     out = out or run_dir / f"futures-K{samples}.png"
-    video_modality.render_predictions(method, test, out, samples=samples, count=len(test), seed=seed)
-    quality = best_of_k(method, test, next(method.parameters()).device, samples=(samples,), seed=seed)
-    return {"clips": len(test), "samples": samples, "best_of_k": round(quality["best_of_k"][str(samples)], 4),
-            "sample_diversity": round(quality["sample_diversity"], 4), "out": str(out)}
+    past, future, futures = video_modality.sample_predictions(method, build_view_maker(config), test, samples, seed)
+    save_png(futures_grid(past, future, futures), out)
+    best, diversity = futures_quality(futures, future, (samples,))
+    return {"clips": len(test), "samples": samples, "best_of_k": round(float(best[samples].mean()), 4),
+            "sample_diversity": round(float(diversity.mean()), 4), "out": str(out)}

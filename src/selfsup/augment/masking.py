@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from selfsup.data.tokenizer import MASK_ID, PAD_ID, SPECIAL_TOKENS
+from selfsup.losses.masked import IGNORE
 
 __all__ = [
     "FIRST_REGULAR_ID",
@@ -44,8 +45,8 @@ __all__ = [
     "mask_whole_words",
 ]
 
-#: Target value of unselected positions (cross_entropy's default ignore_index).
-IGNORE_INDEX = -100
+#: Target value of unselected positions: the losses' ignore value (cross_entropy's default).
+IGNORE_INDEX = IGNORE
 #: First id of a regular token: ids 0..4 are selfsup.data.tokenizer.SPECIAL_TOKENS.
 FIRST_REGULAR_ID = len(SPECIAL_TOKENS)
 #: The masking schemes TokenViews knows; "none" leaves the ids as they are (causal models).

@@ -13,7 +13,12 @@ from pathlib import Path
 from selfsup.data.base import DataError, ImageSet, convert_images
 from selfsup.data.digits import load_digits
 from selfsup.data.fashion_mnist import fashion_mnist_available, load_fashion_mnist
-from selfsup.data.folder import FolderFiles, iter_folder_batches, load_folder, split_indices
+from selfsup.data.folder import (
+    FolderFiles,
+    iter_folder_batches,
+    load_folder,
+    split_indices,
+)
 
 __all__ = [
     "SOURCES_HELP",

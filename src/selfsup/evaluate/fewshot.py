@@ -27,8 +27,17 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from selfsup.evaluate._common import check_labels, check_same_dim, check_split, float_dtype
-from selfsup.evaluate.linear import DEFAULT_MAX_ITER, fit_logistic_regression, predict_logistic_regression
+from selfsup.evaluate._common import (
+    check_labels,
+    check_same_dim,
+    check_split,
+    float_dtype,
+)
+from selfsup.evaluate.linear import (
+    DEFAULT_MAX_ITER,
+    fit_logistic_regression,
+    predict_logistic_regression,
+)
 
 __all__ = ["DEFAULT_FEWSHOT_L2", "fewshot_indices", "fewshot_accuracy"]
 

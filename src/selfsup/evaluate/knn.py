@@ -20,7 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.evaluate._common import check_features, check_labels, check_same_dim, float_dtype
+from selfsup.evaluate._common import (
+    check_features,
+    check_labels,
+    check_same_dim,
+    float_dtype,
+)
 
 __all__ = ["knn_predict", "knn_accuracy"]
 

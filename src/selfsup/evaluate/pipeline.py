@@ -21,7 +21,7 @@ from selfsup.backbones import uses_convolutions
 from selfsup.data import ImageSet
 from selfsup.energy import energy_auc
 from selfsup.evaluate.collapse import collapse_report, prototype_usage
-from selfsup.evaluate.protocol import accuracy_metrics, raw_pixel_features
+from selfsup.evaluate.protocol import raw_pixel_features, split_accuracy_metrics
 from selfsup.methods import Method
 
 _EVALUATION_SEED = 1234
@@ -108,14 +108,14 @@ def evaluate_method(
     if labelled:
         train_x = encode(method.embed, train_split.images, view_maker, device, channels_last, description="embed train")
         test_x = encode(method.embed, test_split.images, view_maker, device, channels_last, description="embed test")
-        result.update(_accuracies(train_x, train_split, test_x, test_split, fewshot_seeds))
+        result.update(split_accuracy_metrics(train_x, train_split, test_x, test_split, fewshot_seeds))
     auc, collapse = energy_and_collapse(method, held_out.images[:energy_images], view_maker, device)
     result["energy_auc"] = auc
     result["collapse"] = collapse
 
     baselines: dict = {}
     if labelled and raw_pixels:
-        baselines["raw_pixels"] = _accuracies(
+        baselines["raw_pixels"] = split_accuracy_metrics(
             raw_pixel_features(train_split.images), train_split, raw_pixel_features(test_split.images), test_split, fewshot_seeds
         )
     if labelled and random_init is not None:
@@ -124,7 +124,7 @@ def evaluate_method(
             random_init.to(memory_format=torch.channels_last)
         train_x = encode(random_init.embed, train_split.images, view_maker, device, channels_last, description="embed train (random init)")
         test_x = encode(random_init.embed, test_split.images, view_maker, device, channels_last, description="embed test (random init)")
-        baselines["random_init"] = _accuracies(train_x, train_split, test_x, test_split, fewshot_seeds)
+        baselines["random_init"] = split_accuracy_metrics(train_x, train_split, test_x, test_split, fewshot_seeds)
     if baselines:
         result["baselines"] = baselines
     return result
@@ -135,7 +135,3 @@ def labelled_subset(split: ImageSet) -> ImageSet:
     keep = torch.nonzero(split.labels >= 0).flatten()
     return split if len(keep) == len(split) else split.subset(keep, split.name + ":labelled")
 
-
-def _accuracies(train_x, train_split: ImageSet, test_x, test_split: ImageSet, seeds: int) -> dict:
-    num_classes = max(train_split.num_classes, int(train_split.labels.max()) + 1)
-    return accuracy_metrics(train_x, train_split.labels, test_x, test_split.labels, num_classes, seeds=seeds)

@@ -17,7 +17,7 @@ from selfsup.evaluate.fewshot import fewshot_accuracy
 from selfsup.evaluate.knn import knn_accuracy
 from selfsup.evaluate.linear import linear_probe_accuracy
 
-__all__ = ["FEWSHOT_SHOTS", "accuracy_metrics", "raw_pixel_features"]
+__all__ = ["FEWSHOT_SHOTS", "accuracy_metrics", "raw_pixel_features", "split_accuracy_metrics"]
 
 FEWSHOT_SHOTS = (1, 10, 100)
 
@@ -55,6 +55,14 @@ def accuracy_metrics(
         "fewshot": {shots: result["mean"] for shots, result in fewshot.items()},
         "fewshot_std": {shots: result["std"] for shots, result in fewshot.items()},
     }
+
+
+def split_accuracy_metrics(train_x: Tensor, train_split, test_x: Tensor, test_split, seeds: int = 5) -> dict:
+    """:func:`accuracy_metrics` of features computed from two labelled splits (anything with
+    ``labels`` and ``num_classes``: images, documents, clips); the class count also covers
+    labels above ``num_classes`` (folders whose test split has classes of its own)."""
+    num_classes = max(train_split.num_classes, int(train_split.labels.max()) + 1)
+    return accuracy_metrics(train_x, train_split.labels, test_x, test_split.labels, num_classes, seeds=seeds)
 
 
 def raw_pixel_features(images_uint8: Tensor) -> Tensor:

@@ -14,13 +14,13 @@ from selfsup.methods.byol import BYOL
 from selfsup.methods.deepcluster import DeepClusterV2
 from selfsup.methods.dino import DINO
 from selfsup.methods.jepa import JEPA
-from selfsup.methods.latent import LatentVariablePredictor
 from selfsup.methods.language import (
     CausalLanguageModel,
     MaskedLanguageModel,
     SpanMaskedLanguageModel,
     WholeWordMaskedLanguageModel,
 )
+from selfsup.methods.latent import LatentVariablePredictor
 from selfsup.methods.moco import MoCoV2, MoCoV3
 from selfsup.methods.paws import PAWS
 from selfsup.methods.siamese_naive import SiameseNaive

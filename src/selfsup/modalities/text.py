@@ -23,7 +23,8 @@ from selfsup.data.tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
-from selfsup.evaluate.protocol import accuracy_metrics
+from selfsup.evaluate.pipeline import labelled_subset
+from selfsup.evaluate.protocol import split_accuracy_metrics
 from selfsup.evaluate.text import (
     HOMONYMS,
     bag_of_words,
@@ -162,14 +163,13 @@ def evaluate_text(method: Method, views: TokenViews, config: Config, train: Toke
     result["energy_auc"] = pseudo_likelihood_auc(method, sentences, config.text.vocab_size, generator)
     result["homonyms"] = homonym_spread(method, test.ids.to(device), homonym_candidates(tokenizer, test.ids))
 
-    labelled_train, labelled_test = (s.subset(torch.nonzero(s.labels >= 0).flatten(), s.name) for s in (train, test))
+    labelled_train, labelled_test = labelled_subset(train), labelled_subset(test)
     if len(labelled_train) and len(labelled_test):
         def features(model: Method, split: TokenSet) -> Tensor:
             return torch.cat([model.embed(split.ids[i : i + 256].to(device)).float().cpu() for i in range(0, len(split), 256)])
 
         def probe(train_x: Tensor, test_x: Tensor) -> dict:
-            return accuracy_metrics(train_x, labelled_train.labels, test_x, labelled_test.labels, train.num_classes,
-                                    seeds=config.eval.fewshot_seeds)
+            return split_accuracy_metrics(train_x, labelled_train, test_x, labelled_test, config.eval.fewshot_seeds)
 
         result.update(probe(features(method, labelled_train), features(method, labelled_test)))
         if config.eval.baselines:

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from selfsup.augment.clips import ClipViews
 from selfsup.backbones.video import ClipShape, FrameEncoder
@@ -43,16 +44,23 @@ def load_clips(config: Config, split: str) -> ClipSet:
     )
 
 
-def render_predictions(method: Method, clips: ClipSet, path: Path, samples: int = 5, count: int = 4, seed: int = 0) -> Path | None:
+@torch.no_grad()
+def sample_predictions(method: Method, views: ClipViews, clips: ClipSet, samples: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """(past, true future, ``samples`` sampled futures per clip) of ``clips``, as [0, 1] floats
+    on the CPU: [N, Tin, C, H, W], [N, Tout, C, H, W], [N, K, Tout, C, H, W]."""
+    device = next(method.parameters()).device
+    past, future = views(clips.frames.to(device))
+    futures = method.sample_futures(past, samples, torch.Generator(device=device).manual_seed(seed))
+    return past.cpu(), future.cpu(), futures.float().cpu()
+
+
+def render_predictions(method: Method, views: ClipViews, clips: ClipSet, path: Path, samples: int = 5, count: int = 4) -> Path | None:
     """Draw ``samples`` futures for the first ``count`` clips into a PNG at ``path`` (None for
     models without a decoder)."""
     if not hasattr(method, "sample_futures"):
         return None
-    device = next(method.parameters()).device
-    past, future = (t[:count].to(device).float() / 255 for t in (clips.past, clips.future))
-    generator = torch.Generator(device=device).manual_seed(seed)
-    futures = method.sample_futures(past, samples, generator)
-    return save_png(futures_grid(past.cpu(), future.cpu(), futures.float().cpu()), path)
+    drawn = clips.subset(torch.arange(min(count, len(clips))), clips.name)
+    return save_png(futures_grid(*sample_predictions(method, views, drawn, samples)), path)
 
 
 class VideoModality(Modality):
@@ -89,10 +97,10 @@ class VideoModality(Modality):
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
         say("evaluating: continuation energies, best-of-K futures, probes on the sprite class, collapse, baselines")
         result = evaluate_video(
-            method, train, test, device, fewshot_seeds=config.eval.fewshot_seeds,
+            method, view_maker, train, test, device, fewshot_seeds=config.eval.fewshot_seeds,
             random_init=self.build_model(config) if config.eval.baselines else None, raw_pixels=config.eval.baselines,
         )
-        picture = render_predictions(method, test, run_dir / PREDICTIONS_FILE)
+        picture = render_predictions(method, view_maker, test, run_dir / PREDICTIONS_FILE)
         if picture is not None:
             result["predictions"] = str(picture)
         return result

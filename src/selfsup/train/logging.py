@@ -29,7 +29,9 @@ class RunLogger:
             return
         if resume_step is not None:
             _truncate_after(self.path, resume_step)
-        from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # imported here: it is slow to import
+        )
 
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
         self._file = self.path.open("a")
