@@ -27,7 +27,7 @@ from selfsup import config as config_module
 from selfsup import runs
 from selfsup.config import Config
 from selfsup.data import fashion_mnist_available
-from selfsup.methods import METHODS, method_defaults
+from selfsup.methods import METHODS, method_class
 
 # Methods that exist to be flagged (collapse examples), not to be picked.
 DIAGNOSTIC_METHODS = ("siamese-naive",)
@@ -65,7 +65,7 @@ def pretrain_all(names: list[str], labels_per_class: list[int], budget: str, out
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dirs: list[Path] = []
     for name in names:
-        semi_supervised = "labels_per_class" in method_defaults(name)
+        semi_supervised = "labels_per_class" in method_class(name).option_defaults()
         for labels in labels_per_class if semi_supervised else [None]:
             suffix = "" if labels is None else f"-{labels}-labels"
             run_dir = out / f"{name}{suffix}-{stamp}"

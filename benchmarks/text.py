@@ -45,7 +45,7 @@ from selfsup.config import Config
 from selfsup.data.text import load_corpus, split_corpus
 from selfsup.data.tokenizer import encode_documents, train_tokenizer
 from selfsup.losses.masked import IGNORE
-from selfsup.methods import MaskedLanguageModel
+from selfsup.methods.language import MaskedLanguageModel
 
 LR, WEIGHT_DECAY = 5e-4, 0.01
 

@@ -2,11 +2,14 @@
 code left training bit-for-bit unchanged (run before and after, then compare the lines).
 
     python scripts/weights_fingerprint.py [--methods simclr,mlm] [--out DIR]
+    python scripts/weights_fingerprint.py --compare BEFORE_DIR AFTER_DIR
 
 Every run goes through the command line in its own process with one thread, without
 evaluation; each line names the method, the step reached and a SHA-256 over the tensors of
 the newest checkpoint in key order (``by name``) and over their sorted contents alone
-(``by value``, which survives a renamed buffer).
+(``by value``, which survives a renamed buffer). ``--compare`` reads two ``--out`` folders
+and says, run by run, whether every tensor of the first has a bit-identical tensor in the
+second, and which tensors only one of them has.
 """
 
 from __future__ import annotations
@@ -48,11 +51,39 @@ def fingerprint(checkpoint: Path) -> tuple[str, str]:
     return by_name.hexdigest()[:16], hashlib.sha256("".join(contents).encode()).hexdigest()[:16]
 
 
+def compare(before: Path, after: Path) -> None:
+    print(f"{'run':<16} {'identical':>9}  {'changed':<28}  {'only before':<28}  {'only after'}")
+    for run in sorted(p.name for p in before.iterdir() if (after / p.name).is_dir()):
+        old, new = (load_file(sorted((root / run / "checkpoints").glob("step-*"))[-1] / "model.safetensors")
+                    for root in (before, after))
+        unclaimed = {key: hashlib.sha256(t.tobytes()).hexdigest() for key, t in new.items() if key not in old and t.size}
+        matched, changed, only_before = 0, [], []
+        for key, tensor in old.items():
+            digest = hashlib.sha256(tensor.tobytes()).hexdigest()
+            renamed = next((other for other, value in unclaimed.items() if value == digest), None) if tensor.size else None
+            if key in new and new[key].shape == tensor.shape and new[key].tobytes() == tensor.tobytes():
+                matched += 1
+            elif renamed is not None:
+                matched += 1  # the same values under another name
+                del unclaimed[renamed]
+            elif key in new:
+                changed.append(key)
+            else:
+                only_before.append(key)
+        only_after = [key for key in new if key not in old and (key in unclaimed or not new[key].size)]
+        print(f"{run:<16} {matched:>4}/{len(old):<4}  {','.join(changed) or '-':<28}  {','.join(only_before) or '-':<28}  "
+              f"{','.join(only_after) or '-'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(RUNS), help="comma-separated subset of: " + ", ".join(RUNS))
     parser.add_argument("--out", type=Path, help="keep the run directories here (default: a temporary folder)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two --out folders")
     args = parser.parse_args()
+    if args.compare:
+        compare(*args.compare)
+        return
     root = args.out or Path(tempfile.mkdtemp(prefix="fingerprint-"))
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     print(f"{'run':<16} {'step':>6}  {'by name':<16}  {'by value':<16}")

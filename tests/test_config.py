@@ -2,7 +2,7 @@ import pytest
 
 from selfsup import config as config_module
 from selfsup.config import Config, ConfigError, parse_budget
-from selfsup.methods import resolve_method_options
+from selfsup.methods import method_class
 
 
 def test_overrides_parse_types_and_nested_keys():
@@ -45,13 +45,13 @@ def test_unknown_key_in_yaml_file_is_named(tmp_path):
 
 
 def test_method_options_are_checked_against_the_method():
-    assert resolve_method_options({"name": "simclr"})["temperature"] == 0.5
+    assert method_class("simclr").resolve_options({"name": "simclr"})["temperature"] == 0.5
     with pytest.raises(ConfigError, match="method.temprature.*allowed: projection_dim"):
-        resolve_method_options({"name": "simclr", "temprature": 0.2})
-    with pytest.raises(ConfigError, match="method.temperature must be of type float"):
-        resolve_method_options({"name": "simclr", "temperature": "hot"})
-    with pytest.raises(ConfigError, match="unknown method .simclrr.; available: simclr, moco-v2"):
-        resolve_method_options({"name": "simclrr"})
+        method_class("simclr").resolve_options({"name": "simclr", "temprature": 0.2})
+    with pytest.raises(ConfigError, match="method.temperature must be a number"):
+        method_class("simclr").resolve_options({"name": "simclr", "temperature": "hot"})
+    with pytest.raises(ConfigError, match="unknown method .simclrr.; available: moco-v2, moco-v3, simclr"):
+        method_class("simclrr")
 
 
 def test_budget_parsing():

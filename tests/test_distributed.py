@@ -12,6 +12,9 @@ import torch.multiprocessing as mp
 from selfsup import distributed
 from selfsup.losses import barlow_twins, info_nce, vicreg
 
+# Process groups of 2 gloo processes on the CPU.
+pytestmark = pytest.mark.distributed
+
 WORLD = 2
 
 
@@ -66,7 +69,7 @@ def test_loss_split_over_processes_equals_one_process(name):
 
 def _moco_worker(rank: int, port: int, results) -> None:
     from selfsup.backbones import build_backbone
-    from selfsup.methods import build_method
+    from selfsup.methods import StepInfo, build_method
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -76,7 +79,8 @@ def _moco_worker(rank: int, port: int, results) -> None:
         moco = build_method({"name": "moco-v2", "hidden_dim": 16, "projection_dim": 8, "queue_size": 10}, backbone, dim)
         views = [torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(rank + s)) for s in (10, 20)]
         moco(views)
-        results[rank] = (moco.queue.clone(), moco.queue_position.item(), moco._keys(views[1]))
+        moco.on_step_end(StepInfo(0, 1, 1))
+        results[rank] = (moco.queue.rows.clone(), int(moco.queue.next), moco._keys(views[1]))
     finally:
         dist.destroy_process_group()
 
@@ -93,7 +97,7 @@ def test_moco_queue_enqueues_the_keys_of_every_rank_in_rank_order():
 
 def _deepcluster_worker(rank: int, port: int, results) -> None:
     from selfsup.backbones import build_backbone
-    from selfsup.methods import Batch, build_method
+    from selfsup.methods import Batch, StepInfo, build_method
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -107,6 +111,7 @@ def _deepcluster_worker(rank: int, port: int, results) -> None:
         views = [torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(rank + s)) for s in (10, 20)]
         indices = torch.tensor([0, 1, 2]) + 6 * rank
         method(views, Batch(indices=indices))
+        method.on_step_end(StepInfo(0, 1, 1))
         results[rank] = (method.memory.clone(), method.project(torch.cat(views)).detach())
     finally:
         dist.destroy_process_group()

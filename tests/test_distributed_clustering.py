@@ -13,6 +13,9 @@ import torch.multiprocessing as mp
 from selfsup import distributed
 from selfsup.losses import dino, dino_center, paws, sinkhorn, swav_multicrop
 
+# Process groups of 2 gloo processes on the CPU.
+pytestmark = pytest.mark.distributed
+
 WORLD = 2
 
 

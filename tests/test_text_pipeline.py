@@ -8,7 +8,11 @@ from selfsup import runs
 from selfsup.cli import main
 from selfsup.config import Config, ConfigError
 from selfsup.data.tokenizer import load_tokenizer
+from selfsup.modalities import text
 from selfsup.train.logging import read_metrics
+
+# Whole runs (`selfsup pretrain` and the commands after it).
+pytestmark = pytest.mark.e2e
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -51,13 +55,13 @@ def test_mlm_memorises_a_tiny_corpus_and_fills_the_mask(tmp_path, corpus):
     assert set(summary["baselines"]) == {"bag_of_words", "random_init", "mean_word2vec"}
     assert (run_dir / "baselines" / "mean_word2vec" / "tokenizer.json").read_text() == (run_dir / "tokenizer.json").read_text()
 
-    (position, candidates), = runs.fill_mask(run_dir, "the cat sat on the [MASK]", top_k=3)
+    (position, candidates), = text.fill_mask(runs.load_run(run_dir), "the cat sat on the [MASK]", top_k=3)
     assert position == 0 and candidates[0][0] == "mat", candidates
     assert sum(p for _, p in candidates) <= 1 + 1e-6
 
-    sentences = runs.embed_texts(run_dir, ["the cat sat", "fish swim"], out=tmp_path / "s.npy")
+    sentences = text.embed_texts(runs.load_run(run_dir), ["the cat sat", "fish swim"], out=tmp_path / "s.npy")
     assert sentences["features"].shape == (2, 32) and (tmp_path / "s.npy").is_file()
-    tokens = runs.embed_texts(run_dir, ["the cat sat"], out=None, tokens=True)
+    tokens = text.embed_texts(runs.load_run(run_dir), ["the cat sat"], out=None, tokens=True)
     assert tokens["features"].shape == (5, 32)  # [CLS] the cat sat [SEP]
 
 
@@ -65,7 +69,7 @@ def test_causal_model_trains_and_refuses_fill_mask(tmp_path, corpus):
     summary = runs.pretrain(_config(tmp_path, corpus, "causal", "train.epochs=20", "eval.baselines=false"))
     assert summary["masked_accuracy"] > 0.3  # next-token accuracy on held-out sentences
     with pytest.raises(ConfigError, match="causal"):
-        runs.fill_mask(tmp_path / "causal", "the [MASK] sat", top_k=3)
+        text.fill_mask(runs.load_run(tmp_path / "causal"), "the [MASK] sat", top_k=3)
 
 
 def test_text_commands_report_clear_errors(tmp_path, corpus, capsys):
@@ -95,10 +99,10 @@ def test_static_models_train_give_one_vector_per_word_and_similar_words(tmp_path
     assert "perplexity" not in summary and 0 <= summary["energy_auc"] <= 1
     # The homonym check: a static vector is the same in every sentence.
     assert summary["homonyms"]["words"] and summary["homonyms"]["mean_cosine"] == pytest.approx(1.0)
-    neighbours = runs.similar_words(tmp_path / method, "cat", top_k=3)
+    neighbours = text.similar_words(runs.load_run(tmp_path / method), "cat", top_k=3)
     assert len(neighbours) == 3 and all(word != "cat" and -1 <= cosine <= 1 for word, cosine in neighbours)
     with pytest.raises(ConfigError, match="single token"):
-        runs.similar_words(tmp_path / method, "platypus")
+        text.similar_words(runs.load_run(tmp_path / method), "platypus")
 
 
 def test_contextual_vectors_of_a_word_differ_between_sentences(tmp_path, corpus):
@@ -107,4 +111,4 @@ def test_contextual_vectors_of_a_word_differ_between_sentences(tmp_path, corpus)
     assert "the" in homonyms["words"] or homonyms["words"]
     assert homonyms["mean_cosine"] < 0.999
     with pytest.raises(ConfigError, match="static"):
-        runs.similar_words(tmp_path / "mlm", "cat")
+        text.similar_words(runs.load_run(tmp_path / "mlm"), "cat")

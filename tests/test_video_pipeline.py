@@ -31,6 +31,7 @@ def lvp_run(tmp_path_factory):
     return tmp_path / "lvp", pretrain(tmp_path, "lvp", "method.name=lvp", "method.z_dim=4", "train.epochs=8")
 
 
+@pytest.mark.e2e
 def test_the_true_continuation_gets_lower_energy_after_a_short_run(lvp_run):
     run_dir, summary = lvp_run
     assert summary["modality"] == "video" and summary["method"] == "lvp"
@@ -44,6 +45,7 @@ def test_the_true_continuation_gets_lower_energy_after_a_short_run(lvp_run):
     assert config.backbone.name == "frames" and config.train.batch_size == 32 and config.data.size == 32
 
 
+@pytest.mark.e2e
 def test_summary_has_best_of_k_probes_baselines_and_a_picture(lvp_run):
     run_dir, summary = lvp_run
     best = summary["best_of_k"]
@@ -57,6 +59,7 @@ def test_summary_has_best_of_k_probes_baselines_and_a_picture(lvp_run):
         assert image.mode == "L" and image.height > image.width
 
 
+@pytest.mark.e2e
 def test_predict_draws_k_futures_per_clip(lvp_run, capsys):
     run_dir, _ = lvp_run
     out = run_dir / "grid.png"
@@ -68,21 +71,25 @@ def test_predict_draws_k_futures_per_clip(lvp_run, capsys):
     assert main(["predict", str(run_dir), "--samples", "0"]) == 2
 
 
+@pytest.mark.e2e
 def test_evaluate_and_load_run_read_a_video_run(lvp_run):
     run_dir, summary = lvp_run
     again = runs.evaluate_run(run_dir)
     # The same checkpoint and the same held-out clips: the same energies.
     assert again["energy_auc_by_negative"] == summary["energy_auc_by_negative"]
-    config, method, state = runs.load_run(run_dir)
-    assert int(method.bank_filled) > 0 and state["step"] == summary["steps"]
+    run = runs.load_run(run_dir)
+    config, method, state = run.config, run.method, run.state
+    assert int(method.bank.count) > 0 and state["step"] == summary["steps"]
 
 
+@pytest.mark.e2e
 def test_plain_predictor_samples_one_future(tmp_path):
     summary = pretrain(tmp_path, "plain", "method.name=lvp", "method.z_dim=0", "train.epochs=1", "eval.baselines=false")
     best = summary["best_of_k"]
     assert best["1"] == best["5"] == best["20"] and summary["sample_diversity"] < 1e-10
 
 
+@pytest.mark.e2e
 def test_jepa_runs_with_collapse_diagnostics_and_no_pictures(tmp_path, capsys):
     summary = pretrain(tmp_path, "jepa", "method.name=jepa", "train.epochs=1", "eval.baselines=false")
     assert "collapse" in summary and "best_of_k" not in summary and "predictions" not in summary
@@ -90,6 +97,7 @@ def test_jepa_runs_with_collapse_diagnostics_and_no_pictures(tmp_path, capsys):
     assert "predicts embeddings, not frames" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_cli_modality_video_defaults_to_lvp_and_checks_the_method(tmp_path, capsys):
     assert main(["pretrain", "--modality", "video", "--method", "simclr", "--epochs", "1"]) == 2
     assert "learns from image" in capsys.readouterr().err

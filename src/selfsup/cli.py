@@ -116,11 +116,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from selfsup.data import DataError
-    from selfsup.train.checkpoint import CheckpointError
-    from selfsup.train.trainer import TrainingDiverged
+    from selfsup.runs import RunExistsError
+    from selfsup.train.checkpoint import CheckpointError, TrainingDiverged
 
     try:
         return _run(args)
+    except RunExistsError as error:
+        print(f"selfsup {args.command}: error: {error.run_dir} already holds a run; resume it with --resume {error.run_dir} "
+              "or choose another --out", file=sys.stderr)
+        return 2
     except (ConfigError, DataError, CheckpointError, TrainingDiverged) as error:
         # Errors meant for the user (bad config, bad data, divergence) end in one clear line.
         print(f"selfsup {args.command}: error: {error}", file=sys.stderr)
@@ -130,14 +134,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _load_run(run_dir: Path, modality: str, hint: str):
+    """The run in ``run_dir``, which a command for ``modality`` runs needs."""
+    from selfsup import runs
+
+    run = runs.load_run(run_dir)
+    found = run.method.modality
+    if found != modality:
+        raise ConfigError(f"{run_dir} is a{'n' if found == 'image' else ''} {found} run; {hint}")
+    return run
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here so that `selfsup methods` and argument errors answer at once.
     from selfsup import runs
+    from selfsup.methods import METHODS, method_class
     from selfsup.report import format_summary, format_table
 
     if args.command == "methods":
-        from selfsup.methods import METHODS
-
         print(format_table(["method", "description"], [[name, cls.summary] for name, cls in METHODS.items()]))
         return 0
     if args.command == "pretrain":
@@ -148,8 +162,9 @@ def _run(args: argparse.Namespace) -> int:
             summary = runs.pretrain(Config(), resume_dir=args.resume)
         else:
             config = config_from_args(args)
-            if args.modality is not None and runs.modality(config) != args.modality:
-                raise ConfigError(f"--modality {args.modality}: method {config.method['name']!r} learns from {runs.modality(config)}")
+            learns_from = method_class(config.method["name"]).modality
+            if args.modality is not None and learns_from != args.modality:
+                raise ConfigError(f"--modality {args.modality}: method {config.method['name']!r} learns from {learns_from}")
             summary = runs.pretrain(config)
         from selfsup import distributed
 
@@ -161,31 +176,48 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "embed":
         if args.text:
-            result = runs.embed_texts(args.run_dir, args.text, args.out, tokens=args.tokens)
+            from selfsup.modalities import text
+
+            run = _load_run(args.run_dir, "text", "embed images with --data SOURCE --out FILE.npy")
+            result = text.embed_texts(run, args.text, args.out, tokens=args.tokens)
             if args.out is None:
                 import numpy as np
 
                 print(np.array2string(result["features"], precision=4, threshold=64, edgeitems=4))
         else:
+            from selfsup.modalities import image
+
             if args.out is None:
                 raise ConfigError("selfsup embed --data needs --out FILE.npy")
-            result = runs.embed_to_file(args.run_dir, args.data, args.out, args.batch_size)
+            run = _load_run(args.run_dir, "image", 'embed texts with --text "..." (repeatable)')
+            result = image.embed_to_file(run, args.data, args.out, args.batch_size)
         print(format_table(["rows", "dim", "skipped", "file"], [[result["rows"], result["dim"], result["skipped"], result["out"]]]))
         return 0
     if args.command == "fill-mask":
+        from selfsup.modalities import text
+
+        run = _load_run(args.run_dir, "text", "fill-mask needs a text run (e.g. --method mlm)")
         rows = []
-        for position, candidates in runs.fill_mask(args.run_dir, args.text, args.top_k):
+        for position, candidates in text.fill_mask(run, args.text, args.top_k):
             rows += [[f"[MASK] {position + 1}", rank + 1, token, f"{probability:.3f}"] for rank, (token, probability) in enumerate(candidates)]
         print(format_table(["mask", "rank", "token", "probability"], rows))
         return 0
+    if args.command == "similar-words":
+        from selfsup.modalities import text
+
+        run = _load_run(args.run_dir, "text", "similar-words needs a static text model (--method word2vec or glove)")
+        rows = [[rank + 1, word, f"{cosine:.3f}"] for rank, (word, cosine) in enumerate(text.similar_words(run, args.word, args.top_k))]
+        print(format_table(["rank", "word", "cosine"], rows))
+        return 0
     if args.command == "predict":
-        result = runs.predict(args.run_dir, args.samples, args.clips, args.seed, args.out)
+        from selfsup.modalities import video
+
+        if args.samples < 1 or args.clips < 1:
+            raise ConfigError(f"--samples and --clips must be at least 1, got {args.samples} and {args.clips}")
+        run = _load_run(args.run_dir, "video", "predict needs a video run (e.g. --method lvp)")
+        result = video.predict(run, args.samples, args.clips, args.seed, args.out)
         print(format_table(["clips", "samples", "best-of-K error", "diversity", "file"],
                            [[result["clips"], result["samples"], result["best_of_k"], result["sample_diversity"], result["out"]]]))
-        return 0
-    if args.command == "similar-words":
-        rows = [[rank + 1, word, f"{cosine:.3f}"] for rank, (word, cosine) in enumerate(runs.similar_words(args.run_dir, args.word, args.top_k))]
-        print(format_table(["rank", "word", "cosine"], rows))
         return 0
     raise AssertionError(args.command)
 

@@ -233,13 +233,16 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; allowed in {prefix.rstrip('.') or 'config'}: {', '.join(known)}")
     kwargs = {}
     for name, value in values.items():
-        kwargs[name] = _convert(hints[name], value, prefix + name)
+        kwargs[name] = convert_value(hints[name], value, prefix + name)
     config = cls(**kwargs)
     _check_choices(config, prefix)
     return config
 
 
-def _convert(hint: Any, value: Any, key: str) -> Any:
+def convert_value(hint: Any, value: Any, key: str) -> Any:
+    """``value`` (as read from YAML or a ``key=value`` override) as the type ``hint``, or a
+    :class:`ConfigError` naming ``key``: the one checker of config sections and of method
+    options (whose types are their constructors' annotations)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -263,7 +266,7 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             items = (items[0],) * len(value)
         if not isinstance(value, (list, tuple)) or len(value) != len(items):
             raise ConfigError(f"{key} must be a list of {len(items)} numbers, got {value!r}")
-        return tuple(_convert(item, element, key) for item, element in zip(items, value))
+        return tuple(convert_value(item, element, key) for item, element in zip(items, value))
     if hint is bool:
         if isinstance(value, bool):
             return value

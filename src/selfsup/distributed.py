@@ -1,4 +1,4 @@
-"""Rank helpers and a gradient-preserving all-gather.
+"""The device a run uses, rank helpers and a gradient-preserving all-gather.
 
 This is the only module that touches ``torch.distributed``; everything else calls these
 helpers, which fall back to the single-process behaviour when no process group is
@@ -18,6 +18,17 @@ import os
 
 import torch
 import torch.distributed as dist
+
+from selfsup.config import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device of ``train.device``: 'auto' is CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
 
 
 def is_initialized() -> bool:

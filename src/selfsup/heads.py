@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+# SwAV's and DeepCluster-v2's prototype count (Caron et al. 2020), and DINO's output count
+# (Caron et al. 2021), at ImageNet scale.
+SWAV_PROTOTYPES, DINO_OUTPUTS = 3000, 65536
+_IMAGES_PER_PROTOTYPE, _IMAGES_PER_DINO_OUTPUT = 10, 16
+
+
+def fit_prototypes(num_images: int) -> int:
+    """SwAV's 3,000 prototypes, fewer on small data sets (one per 10 images, at least 10),
+    so that Sinkhorn's equal partition stays meaningful."""
+    return max(10, min(SWAV_PROTOTYPES, num_images // _IMAGES_PER_PROTOTYPE))
+
+
+def fit_dino_outputs(num_images: int) -> int:
+    """DINO's 65,536 outputs, fewer on small data sets: the power of two nearest to one per
+    16 images, at least 64."""
+    return max(64, min(DINO_OUTPUTS, 2 ** round(math.log2(max(1, num_images / _IMAGES_PER_DINO_OUTPUT)))))
 
 
 class ProjectionHead(nn.Sequential):

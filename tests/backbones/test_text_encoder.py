@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from selfsup.backbones import TransformerEncoder
-from selfsup.backbones.text import attention_mask_for
+from selfsup.backbones.transformer import attention_mask_for
 from selfsup.losses import masked_lm
 
 VOCAB = 50

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import selfsup.data
+import selfsup.data.images
 from selfsup.data import DataError, ImageSet, default_source
 from selfsup.data.sequences import (
     SPRITE_SIZE,
@@ -133,7 +134,7 @@ def test_labels_are_the_first_sprites_class(blocks):
 
 
 def test_digits_fallback_when_fashion_mnist_is_missing(monkeypatch):
-    monkeypatch.setattr(selfsup.data, "fashion_mnist_available", lambda: False)
+    monkeypatch.setattr(selfsup.data.images, "fashion_mnist_available", lambda: False)
     clips = load_sequences(count=3, frames_in=2, frames_out=2)
     assert clips.name == "moving-sprites:digits:train"
     assert clips.class_names == [str(digit) for digit in range(10)]

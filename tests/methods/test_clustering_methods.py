@@ -14,10 +14,14 @@ from selfsup.backbones import build_backbone
 from selfsup.config import Config
 from selfsup.data import fashion_mnist_available, load_splits
 from selfsup.evaluate.pipeline import evaluate_method
-from selfsup.methods import DINO, PAWS, Batch, DeepClusterV2, SwAV, build_method
-from selfsup.methods.deepcluster import spherical_kmeans
-from selfsup.methods.dino import fit_outputs
-from selfsup.methods.swav import fit_prototypes
+from selfsup.heads import fit_dino_outputs, fit_prototypes
+from selfsup.losses import sinkhorn
+from selfsup.methods import Batch, StepInfo, build_method
+from selfsup.methods.deepcluster import DeepClusterV2, spherical_kmeans
+from selfsup.methods.dino import DINO
+from selfsup.methods.paws import PAWS
+from selfsup.methods.swav import SwAV
+from selfsup.modalities import modality_of
 from selfsup.train.logging import read_metrics
 from selfsup.train.trainer import Trainer
 
@@ -43,6 +47,7 @@ def _config(tmp_path, tiny_overrides, name, *extra):
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", list(SMALL_HEADS))
 def test_method_trains_without_collapsing(tmp_path, tiny_overrides, name):
     summary = runs.pretrain(_config(tmp_path, tiny_overrides, name, "eval.baselines=false"))
@@ -72,7 +77,7 @@ def _views(count=16, recipe="multicrop", size=16):
 
 def test_prototype_and_output_counts_are_fitted_to_the_data():
     assert fit_prototypes(60_000) == 3000 and fit_prototypes(1_437) == 143 and fit_prototypes(50) == 10
-    assert fit_outputs(60_000) == 4096 and fit_outputs(1_281_167) == 65536 and fit_outputs(100) == 64
+    assert fit_dino_outputs(60_000) == 4096 and fit_dino_outputs(1_281_167) == 65536 and fit_dino_outputs(100) == 64
     assert SwAV.fit_options({"prototypes": 0}, 1_437)["prototypes"] == 143
     assert SwAV.fit_options({"prototypes": 77}, 1_437)["prototypes"] == 77
 
@@ -81,14 +86,14 @@ def test_swav_prototypes_are_normalised_each_step_and_frozen_in_the_first_epoch(
     swav = _tiny(SwAV, hidden_dim=16, projection_dim=8, prototypes=12)
     with torch.no_grad():
         swav.prototypes.weight.mul_(3.0)
-    swav.on_step_start(step=0, total_steps=100, steps_per_epoch=10)
+    swav.on_step_start(StepInfo(0, 100, 10))
     assert torch.allclose(swav.prototypes.weight.norm(dim=1), torch.ones(12))
     swav(_views()).loss.backward()
     assert swav.prototypes.weight.grad is None  # frozen: excluded from the graph
     assert next(swav.backbone.parameters()).grad is not None
 
     swav.zero_grad()
-    swav.on_step_start(step=10, total_steps=100, steps_per_epoch=10)
+    swav.on_step_start(StepInfo(10, 100, 10))
     output = swav(_views())
     output.loss.backward()
     assert swav.prototypes.weight.grad is not None and swav.prototypes.weight.grad.abs().sum() > 0
@@ -96,36 +101,48 @@ def test_swav_prototypes_are_normalised_each_step_and_frozen_in_the_first_epoch(
     assert torch.allclose(output.assignments.sum(dim=1), torch.ones(16), atol=1e-5)
 
 
-def test_swav_queue_fills_newest_first_and_joins_sinkhorn_when_full():
+def test_swav_queue_keeps_the_newest_global_embeddings_and_joins_sinkhorn_when_full():
     swav = _tiny(SwAV, hidden_dim=16, projection_dim=8, prototypes=12, queue_size=24)
-    swav.on_step_start(step=0, total_steps=100, steps_per_epoch=10)
+    info = StepInfo(0, 100, 10)
+    swav.on_step_start(info)
+    views = _views()
+    swav(views)
+    assert swav.queue.stored().numel() == 0  # the forward pass changes no state
+    swav.on_step_end(info)
+    # The two global crops are projected together (one pass per crop size, shared BN statistics).
+    global_z = swav.project(torch.cat(views[:2])).detach().chunk(2)
+    assert not swav.queue.full and torch.allclose(swav.queue.stored(), torch.stack(global_z, dim=1), atol=1e-6)
     swav(_views())
-    assert not bool(swav.queue_filled) and swav.queue[:, 16:].abs().sum() == 0
-    first = swav.queue[:, :16].clone()
-    swav(_views())
-    assert bool(swav.queue_filled)
-    assert torch.equal(swav.queue[:, 16:], first[:, :8])  # the older batch moved back
+    swav.on_step_end(info)
+    assert swav.queue.full and int(swav.queue.next) == 8  # 32 rows into 24 slots: the ring wrapped
+    # Once full, Sinkhorn's equal partition runs over the queue and the batch together.
+    queued = swav.prototypes(swav.queue.rows[:, 0])
+    scores = swav.prototypes(global_z[0])
+    expected = sinkhorn(torch.cat([queued, scores]), swav.epsilon, swav.sinkhorn_iterations)[len(queued):]
+    torch.testing.assert_close(swav._codes(scores, scores, 0), expected)
 
 
 def test_dino_schedules_centre_and_frozen_last_layer():
     dino = _tiny(DINO, hidden_dim=16, bottleneck_dim=8, output_dim=32)
-    dino.on_step_start(step=0, total_steps=100, steps_per_epoch=10)
+    dino.on_step_start(StepInfo(0, 100, 10))
     assert dino.teacher_temperature == pytest.approx(0.04) and dino.freeze_last_layer
-    dino.on_step_start(step=15, total_steps=100, steps_per_epoch=10)
+    dino.on_step_start(StepInfo(15, 100, 10))
     assert dino.teacher_temperature == pytest.approx(0.055) and not dino.freeze_last_layer
-    dino.on_step_start(step=30, total_steps=100, steps_per_epoch=10)
+    dino.on_step_start(StepInfo(30, 100, 10))
     assert dino.teacher_temperature == pytest.approx(0.07)
-    dino.on_step_start(step=99, total_steps=100, steps_per_epoch=10)
+    dino.on_step_start(StepInfo(99, 100, 10))
     assert dino.teacher_temperature == pytest.approx(0.07)
-    dino.on_step_end(0, 100)
+    dino.on_step_end(StepInfo(0, 100, 10))
     assert dino.momentum == pytest.approx(0.996)
-    dino.on_step_end(100, 100)
+    dino.on_step_end(StepInfo(100, 100, 10))
     assert dino.momentum == pytest.approx(1.0)
 
     views = _views(recipe="dino")
     teacher_mean = dino.teacher(torch.cat(views[:2])).mean(dim=0)
-    dino.on_step_start(step=0, total_steps=100, steps_per_epoch=10)
+    dino.on_step_start(StepInfo(0, 100, 10))
     dino(views).loss.backward()
+    assert not dino.center.any()  # the forward pass changes no state
+    dino.on_step_end(StepInfo(0, 100, 10))
     assert torch.allclose(dino.center, 0.1 * teacher_mean, atol=1e-6)  # c <- 0.9 * 0 + 0.1 * mean
     assert dino.head.last_layer.weight.grad is None  # frozen during the first epoch
     assert all(p.grad is None for p in dino.teacher.parameters())  # the teacher learns only by EMA
@@ -153,7 +170,7 @@ def test_deepcluster_fills_its_memory_clusters_it_and_updates_it_per_step():
         yield [v[:16] for v in views], torch.arange(16)
         yield [v[16:] for v in views], torch.arange(16, 32)
 
-    method.on_epoch_start(0, training_views)
+    method.on_epoch_start(StepInfo(0, 10, 10), training_views)
     assert bool(method.memory_filled) and torch.allclose(method.memory.norm(dim=2), torch.ones(2, 32))
     assert method.assignments.min() >= 0 and method.assignments.max() < 5
     assert torch.allclose(method.centroids.norm(dim=2), torch.ones(2, 5))
@@ -166,26 +183,13 @@ def test_deepcluster_fills_its_memory_clusters_it_and_updates_it_per_step():
     indices = torch.tensor([3, 7, 30, 31])
     output = method([v[indices] for v in views], Batch(indices=indices))
     output.loss.backward()
+    assert torch.equal(method.memory, before)  # the forward pass changes no state
+    method.on_step_end(StepInfo(0, 10, 10))
     changed = (method.memory != before).any(dim=2).any(dim=0)
     assert changed[indices].all() and not changed[[i for i in range(32) if i not in indices.tolist()]].any()
     assert next(method.backbone.parameters()).grad is not None
     with pytest.raises(ValueError, match="indices"):
         method(views)
-
-
-def test_trainer_draws_a_fixed_labelled_pool_and_a_support_batch_per_class(tmp_path, tiny_overrides):
-    config = _config(tmp_path, tiny_overrides, "paws", "method.labels_per_class=3", "eval.enabled=false")
-    pretrain, _, _ = load_splits("digits", 1, 16)
-    config = runs.resolve(config, pretrain)
-    trainer = Trainer(runs.build_model(config), runs.build_view_maker(config), pretrain, config, tmp_path / "run")
-    pool = trainer.support_pool
-    assert pool.shape == (10, 3) and len(set(pool.flatten().tolist())) == 30
-    assert all((pretrain.labels[pool[c]] == c).all() for c in range(10))
-    views, labels = trainer._support_batch(step=5)
-    assert views.shape[0] == 2 * 10 * 3  # two views of each of the 3 supports of 10 classes
-    assert torch.equal(torch.bincount(labels), torch.full((10,), 6))
-    again, _ = trainer._support_batch(step=5)
-    assert torch.equal(views, again)  # a function of the step: resumption replays it
 
 
 def test_paws_needs_a_support_batch_and_labels():
@@ -197,6 +201,7 @@ def test_paws_needs_a_support_batch_and_labels():
         _tiny(PAWS, labels_per_class=0)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not fashion_mnist_available(), reason="needs dataset-fashion-mnist (installed by .ci/run)")
 def test_paws_with_labels_beats_random_init_on_few_shot(tmp_path):
     # 4,000 Fashion-MNIST images at 16 px for 10 epochs (about 30 s): on the 1,437 tiny digits
@@ -209,7 +214,7 @@ def test_paws_with_labels_beats_random_init_on_few_shot(tmp_path):
         f"out={tmp_path / 'run'}",
     ])
     config = runs.resolve(config, subset)
-    method, views = runs.build_model(config), runs.build_view_maker(config)
+    method, views = runs.build_model(config), modality_of(config).build_view_maker(config)
     Trainer(method, views, subset, config, tmp_path / "run").fit()
     result = evaluate_method(method, views, subset, test.subset(torch.arange(2000), "fashion-mnist:test-2000"),
                              torch.device("cpu"), fewshot_seeds=5, energy_images=200, random_init=runs.build_model(config),

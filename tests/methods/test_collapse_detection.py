@@ -4,6 +4,9 @@ import pytest
 
 from selfsup import runs
 
+# Whole runs (`selfsup pretrain` and the commands after it).
+pytestmark = pytest.mark.e2e
+
 
 @pytest.mark.parametrize("method, collapsed", [("siamese-naive", True), ("simclr", False)])
 def test_collapse_is_flagged_for_the_naive_siamese_only(tiny_config, method, collapsed):

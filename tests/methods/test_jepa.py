@@ -12,8 +12,9 @@ from selfsup.backbones.video import ClipShape, FrameEncoder
 from selfsup.data.sequences import load_sequences
 from selfsup.energy import energy_auc
 from selfsup.evaluate.collapse import collapse_report
-from selfsup.methods import JEPA
-from selfsup.train.schedules import linear_increase
+from selfsup.methods import StepInfo
+from selfsup.methods.jepa import JEPA
+from selfsup.schedules import linear_increase
 
 FRAMES_IN, FRAMES_OUT, SIZE, DIM = 3, 3, 32, 32  # 32 px: the smallest canvas above the 28 px sprites
 CLIP = ClipShape(FRAMES_IN, FRAMES_OUT, channels=1, size=SIZE)
@@ -94,7 +95,7 @@ def test_target_gets_no_gradient_and_moves_by_the_ema_rule(views):
     online = [p.detach().clone() for p in model.backbone.parameters()]
     before = [p.detach().clone() for p in model.target.backbone.parameters()]
     assert any(not torch.equal(o, b) for o, b in zip(online, before))
-    model.on_step_end(25, 100)  # linear: 0.996 + 0.004 / 4
+    model.on_step_end(StepInfo(25, 100, 1))  # linear: 0.996 + 0.004 / 4
     assert model.momentum == pytest.approx(0.997)
     for target, old, new in zip(model.target.backbone.parameters(), before, online):
         assert torch.allclose(target, 0.997 * old + 0.003 * new, atol=1e-7)
@@ -106,13 +107,13 @@ def test_momentum_rises_linearly_from_its_base_to_one():
     assert linear_increase(100, 100, 0.996) == pytest.approx(1.0)
     assert linear_increase(150, 100, 0.996) == pytest.approx(1.0)
     model = tiny_jepa(base_momentum=0.99)
-    model.on_step_end(0, 10)
+    model.on_step_end(StepInfo(0, 10, 1))
     assert model.momentum == pytest.approx(0.99)
     target = [p.detach().clone() for p in model.target.parameters()]
     with torch.no_grad():
         for parameter in model.backbone.parameters():
             parameter.add_(1.0)
-    model.on_step_end(10, 10)  # momentum 1: the target stays where it is
+    model.on_step_end(StepInfo(10, 10, 1))  # momentum 1: the target stays where it is
     assert model.momentum == pytest.approx(1.0)
     assert all(torch.equal(p, q) for p, q in zip(model.target.parameters(), target))
 
@@ -164,7 +165,7 @@ def test_training_lowers_the_energy_of_true_continuations_without_collapse():
         optimizer.zero_grad()
         output.loss.backward()
         optimizer.step()
-        model.on_step_end(step, steps)
+        model.on_step_end(StepInfo(step, steps, 1))
     assert math.isfinite(output.loss.item())
     assert auc() > 0.65
     report = collapse_report(model.embed(test_past))

@@ -5,10 +5,13 @@ import torch
 
 from selfsup import runs
 from selfsup.backbones import build_backbone
-from selfsup.methods import BYOL, MoCoV2, MoCoV3, SimSiam, build_method
+from selfsup.methods import StepInfo, build_method
+from selfsup.methods.byol import BYOL
+from selfsup.methods.moco import MoCoV2, MoCoV3
+from selfsup.methods.simsiam import SimSiam
 from selfsup.train.logging import read_metrics
 from selfsup.train.optim import build_optimizer
-from selfsup.train.schedules import cosine_increase
+from selfsup.schedules import cosine_increase
 
 SMALL_HEADS = {
     "simclr": ["method.hidden_dim=64", "method.projection_dim=32"],
@@ -24,6 +27,7 @@ SMALL_HEADS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", [n for n in SMALL_HEADS if n != "simclr"])
 def test_method_lowers_its_loss_without_collapsing(tmp_path, tiny_overrides, name):
     from selfsup import config as config_module
@@ -49,12 +53,12 @@ def test_momentum_schedules_reach_their_endpoints():
     assert cosine_increase(0, 100, 0.996) == pytest.approx(0.996)
     assert cosine_increase(100, 100, 0.996) == pytest.approx(1.0)
     byol = _tiny(BYOL, hidden_dim=16, projection_dim=8)
-    byol.on_step_end(0, 10)
+    byol.on_step_end(StepInfo(0, 10, 1))
     assert byol.momentum == pytest.approx(0.996)
-    byol.on_step_end(10, 10)
+    byol.on_step_end(StepInfo(10, 10, 1))
     assert byol.momentum == pytest.approx(1.0)
     moco = _tiny(MoCoV3, hidden_dim=16, projection_dim=8)
-    moco.on_step_end(5, 10)
+    moco.on_step_end(StepInfo(5, 10, 1))
     assert moco.momentum == pytest.approx(0.995)
 
 
@@ -65,20 +69,27 @@ def test_momentum_update_is_an_exponential_moving_average():
     with torch.no_grad():
         online.add_(1.0)
     before = target.detach().clone()
-    byol.on_step_end(0, 10)  # momentum 0.996
+    byol.on_step_end(StepInfo(0, 10, 1))  # momentum 0.996
     assert torch.allclose(target, 0.996 * before + 0.004 * online)
     assert target.grad is None and not target.requires_grad
 
 
-def test_moco_queue_enqueues_in_order_and_wraps_around():
-    moco = _tiny(MoCoV2, hidden_dim=16, projection_dim=4, queue_size=5)
-    keys = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
-    moco._enqueue(keys)
-    assert torch.equal(moco.queue[:3], keys) and moco.queue_position.item() == 3
-    more = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
-    moco._enqueue(more)
-    assert torch.equal(moco.queue[3:], more[:2]) and torch.equal(moco.queue[0], more[2])
-    assert moco.queue_position.item() == 1
+def test_moco_queue_enqueues_the_step_keys_at_step_end_in_order_and_wraps_around():
+    moco = _tiny(MoCoV2, hidden_dim=16, projection_dim=4, queue_size=5, bn_groups=1)
+    images = torch.randn(3, 1, 8, 8)
+    initial = moco.queue.rows.clone()
+    moco([images, images])
+    assert torch.equal(moco.queue.rows, initial)  # the forward pass changes no state
+    keys = torch.nn.functional.normalize(moco.key_encoder(images), dim=1)
+    moco.on_step_end(StepInfo(0, 10, 1))
+    torch.testing.assert_close(moco.queue.rows[:3], keys)
+    assert torch.equal(moco.queue.rows[3:], initial[3:]) and int(moco.queue.next) == 3
+    moco([images, images])
+    keys = torch.nn.functional.normalize(moco.key_encoder(images), dim=1)
+    moco.on_step_end(StepInfo(1, 10, 1))
+    torch.testing.assert_close(moco.queue.rows[3:], keys[:2])
+    torch.testing.assert_close(moco.queue.rows[0], keys[2])
+    assert int(moco.queue.next) == 1 and moco.queue.full
 
 
 def test_moco_queue_is_fitted_to_the_data():

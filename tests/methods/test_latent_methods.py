@@ -15,7 +15,8 @@ from selfsup.losses.latent import (
     prediction_cost,
     shrink,
 )
-from selfsup.methods import LatentVariablePredictor
+from selfsup.methods import StepInfo
+from selfsup.methods.latent import LatentVariablePredictor
 
 CLIP = ClipShape(frames_in=3, frames_out=3, channels=1, size=32)
 
@@ -107,10 +108,12 @@ def test_samples_differ_across_latents_and_repeat_for_the_same_latents(views):
 
 def test_training_fills_the_bank_of_inferred_latents_and_samples_from_it(views):
     lvp = model(regularizer="l1", bank_size=8)
-    lvp(list(views))  # 12 clips into a bank of 8: the newest 8, ring order
-    assert int(lvp.bank_filled) == 8 and int(lvp.bank_next) == 0
+    lvp(list(views))
+    assert int(lvp.bank.count) == 0  # the forward pass changes no state
+    lvp.on_step_end(StepInfo(0, 10, 1))  # 12 clips into a bank of 8: the newest 8, ring order
+    assert int(lvp.bank.count) == 8 and int(lvp.bank.next) == 0
     drawn = lvp.sample_latents(50, torch.Generator().manual_seed(0))
-    bank_rows = {tuple(row.tolist()) for row in lvp.bank}
+    bank_rows = {tuple(row.tolist()) for row in lvp.bank.rows}
     assert all(tuple(row.tolist()) in bank_rows for row in drawn)
 
 

@@ -1,19 +1,27 @@
+import dataclasses
 import json
 import os
-from pathlib import Path
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from selfsup import runs
+from selfsup.data import load_splits
+from selfsup.modalities import modality_of
 from selfsup.train import checkpoint
+from selfsup.train.budget import CALIBRATION_STEPS
+from selfsup.train.checkpoint import TrainingDiverged
 from selfsup.train.logging import read_metrics
-from selfsup.train.trainer import TrainingDiverged
+from selfsup.train.trainer import Trainer
+
+# Whole runs (`selfsup pretrain` and the commands after it).
+pytestmark = pytest.mark.e2e
 
 
 def test_training_lowers_the_loss_and_logs_collapse_metrics_and_online_knn(tiny_config):
@@ -75,10 +83,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config):
     assert str(last) in str(raised.value)
 
 
-def test_budget_stops_on_wall_clock(tiny_config):
-    config = tiny_config("train.budget=4s", "eval.enabled=false")
-    started = time.perf_counter()
-    summary = runs.pretrain(config)
-    assert time.perf_counter() - started < 60
-    assert summary["seconds"] < 8
-    assert summary["steps"] > 0
+class TickingClock:
+    """A clock that moves on by ``tick`` seconds each time it is read."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_budget_fits_the_schedule_to_the_clock_and_stops_in_time(tiny_config, tmp_path):
+    outcomes = []
+    for attempt in range(2):
+        config = dataclasses.replace(tiny_config("train.budget=40s", "eval.enabled=false"), out=str(tmp_path / str(attempt)))
+        pretrain_set, _, _ = load_splits("digits", 1, 16)
+        config = runs.resolve(config, pretrain_set)
+        trainer = Trainer(runs.build_model(config), modality_of(config).build_view_maker(config), pretrain_set, config,
+                          tmp_path / str(attempt), clock=TickingClock(0.5))
+        result = trainer.fit()
+        outcomes.append((result.steps, result.stopped_by, trainer.budget.planned_steps))
+        assert result.seconds < 40 + 2  # the budget, and at most the last step's reads of the clock
+    assert outcomes[0] == outcomes[1]  # the same clock, the same run
+    steps, stopped_by, planned = outcomes[0]
+    assert CALIBRATION_STEPS.stop < planned < trainer.budget.provisional_steps  # fitted to the measured step time
+    assert steps == planned if stopped_by == "schedule" else (stopped_by == "budget" and steps < planned)

@@ -30,15 +30,12 @@ import math
 import torch
 from torch import Tensor
 
-from selfsup.data.tokenizer import MASK_ID, PAD_ID, SPECIAL_TOKENS
+from selfsup.data.tokenizer import FIRST_REGULAR_ID, MASK_ID, PAD_ID
 from selfsup.losses.masked import IGNORE
 
 __all__ = [
-    "FIRST_REGULAR_ID",
     "IGNORE_INDEX",
     "MASKINGS",
-    "MASK_ID",
-    "PAD_ID",
     "TokenViews",
     "mask_spans",
     "mask_tokens",
@@ -47,8 +44,6 @@ __all__ = [
 
 #: Target value of unselected positions: the losses' ignore value (cross_entropy's default).
 IGNORE_INDEX = IGNORE
-#: First id of a regular token: ids 0..4 are selfsup.data.tokenizer.SPECIAL_TOKENS.
-FIRST_REGULAR_ID = len(SPECIAL_TOKENS)
 #: The masking schemes TokenViews knows; "none" leaves the ids as they are (causal models).
 MASKINGS = ("tokens", "whole-words", "spans", "none")
 

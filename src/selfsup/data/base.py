@@ -1,26 +1,92 @@
-"""The in-memory image set every image source returns, and the error they raise.
+"""What every data set offers the rest of the library (:class:`SampleSet`), the in-memory
+image set every image source returns, and the error they raise.
 
-An :class:`ImageSet` is the common currency between ``selfsup.data`` and the rest of the
-library: a uint8 image tensor ``[N, C, H, W]`` with its labels, where it came from, and
-which files could not be read. Sources decode once into this form; augmentation and
-conversion to float happen later, batched, on the training device.
+An :class:`ImageSet` is a uint8 image tensor ``[N, C, H, W]`` with its labels, where it came
+from, and which files could not be read. Sources decode once into this form; augmentation
+and conversion to float happen later, batched, on the training device. Token sets
+(:mod:`selfsup.data.tokens`) and clip sets (:mod:`selfsup.data.sequences`) keep their
+samples in memory the same way (:class:`InMemorySamples`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DataError", "ImageSet", "convert_images"]
+__all__ = ["DataError", "ImageSet", "InMemorySamples", "SampleSet", "convert_images", "labelled_subset"]
+
 
 class DataError(ValueError):
     """Bad or missing input data; the message names the file/folder and what to do."""
 
 
+class SampleSet(Protocol):
+    """A data set as the trainer, evaluation and the modalities read it, whatever its
+    modality: ``len`` samples, their ``labels`` [N] int64 (-1 where unknown) naming
+    ``class_names``, the inputs that could not be read (``skipped``: (path, reason)), and
+    how batches are drawn (:meth:`gather`) and the set is split (:meth:`subset`)."""
+
+    name: str
+    labels: torch.Tensor
+    class_names: list[str]
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def describe_rows(self) -> str:
+        """What one sample is, for the log ("images (1, 28, 28)")."""
+        ...
+
+    def gather(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The samples at ``indices`` as one batch on ``device`` (uint8 images or clips,
+        int64 token ids), in that order."""
+        ...
+
+    def subset(self, indices: torch.Tensor, name: str) -> SampleSet:
+        """The samples at ``indices`` (in that order), as a new set called ``name``."""
+        ...
+
+
+Set = TypeVar("Set", bound=SampleSet)
+
+
+def labelled_subset(split: Set) -> Set:
+    """The samples of ``split`` that have a label (folders may mix in unlabelled files)."""
+    keep = torch.nonzero(split.labels >= 0).flatten()
+    return split if len(keep) == len(split) else split.subset(keep, split.name + ":labelled")
+
+
+class InMemorySamples:
+    """:class:`SampleSet`'s batches for sets whose samples are one tensor in memory
+    (``samples`` [N, ...]) with a ``class_names`` list."""
+
+    samples: torch.Tensor
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def gather(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The samples at ``indices`` on ``device``. On a GPU a set of fewer than 2^31
+        elements is copied there once, so that batches need no host-to-device copies."""
+        samples = self.samples
+        if device.type == "cuda" and samples.numel() < 2**31:
+            resident = self.__dict__.get("_resident")
+            if resident is None or resident.device != device:
+                resident = self.__dict__["_resident"] = samples.to(device)
+            samples = resident
+        return samples[indices.to(samples.device)].to(device, non_blocking=True)
+
+
 @dataclass
-class ImageSet:
+class ImageSet(InMemorySamples):
     """A set of decoded images with their labels, held in memory on the CPU.
 
     Attributes:
@@ -91,10 +157,6 @@ class ImageSet:
     @property
     def width(self) -> int:
         return self.images.shape[3]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def has_labels(self) -> bool:

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfsup.data.base import DataError, ImageSet, convert_images
+from selfsup.data.base import DataError, ImageSet, InMemorySamples, convert_images
 from selfsup.data.digits import load_digits
 from selfsup.data.fashion_mnist import load_fashion_mnist
+from selfsup.data.images import default_source
 
 __all__ = [
     "SEQUENCE_SOURCES",
@@ -51,7 +52,7 @@ SEQUENCE_SOURCES = ["moving-sprites", *(f"moving-sprites:{name}" for name in _SP
 
 
 @dataclass
-class ClipSet:
+class ClipSet(InMemorySamples):
     """Clips of frames with their labels and the trajectories that generated them.
 
     Attributes:
@@ -135,10 +136,6 @@ class ClipSet:
         """The remaining frames ``[N, frames_out, 1, H, W]`` (a view)."""
         return self.frames[:, self.frames_in :]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
     def subset(self, indices: Tensor, name: str) -> ClipSet:
         """The clips at ``indices`` (in that order), as a new set called ``name``."""
         indices = torch.as_tensor(indices, dtype=torch.int64)
@@ -158,9 +155,6 @@ def _sprite_set(source: str | None, split: str = "train") -> ImageSet:
     """The ``split`` ("train" or "test") of ``source`` (default: Fashion-MNIST when
     installed, else digits) at :data:`SPRITE_SIZE` pixels, one channel."""
     if source is None:
-        # Imported here: selfsup.data's __init__ may import this module.
-        from selfsup.data import default_source
-
         source = default_source()
     if source not in _SPRITE_SOURCES:
         raise DataError(

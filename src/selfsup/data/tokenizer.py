@@ -35,6 +35,7 @@ from selfsup.files import write_atomic
 
 __all__ = [
     "CLS_ID",
+    "FIRST_REGULAR_ID",
     "MASK_ID",
     "PAD_ID",
     "SEP_ID",
@@ -49,6 +50,8 @@ __all__ = [
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+#: First id of a regular token (a word or word piece): the special tokens come first.
+FIRST_REGULAR_ID = len(SPECIAL_TOKENS)
 TOKENIZER_FILE = "tokenizer.json"
 _KINDS = ("wordpiece", "bpe")
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from selfsup.augment.views import ViewMaker, seeded_generator
 from selfsup.backbones import uses_convolutions
-from selfsup.data import ImageSet
+from selfsup.data import ImageSet, labelled_subset
 from selfsup.energy import energy_auc
 from selfsup.evaluate.collapse import collapse_report, prototype_usage
 from selfsup.evaluate.protocol import raw_pixel_features, split_accuracy_metrics
@@ -128,10 +128,4 @@ def evaluate_method(
     if baselines:
         result["baselines"] = baselines
     return result
-
-
-def labelled_subset(split: ImageSet) -> ImageSet:
-    """The rows of ``split`` that have a label (folders may mix in unlabelled files)."""
-    keep = torch.nonzero(split.labels >= 0).flatten()
-    return split if len(keep) == len(split) else split.subset(keep, split.name + ":labelled")
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from selfsup.augment.masking import FIRST_REGULAR_ID, PAD_ID
+from selfsup.data.tokenizer import FIRST_REGULAR_ID, PAD_ID
 from selfsup.energy import energy_auc
 from selfsup.losses.masked import IGNORE, next_token_targets
 

@@ -103,11 +103,11 @@ def evaluate_video(model, views: ClipViews, train: ClipSet, test: ClipSet, devic
     model.eval()
     aucs = continuation_energy_auc(model, views, test, device)
     result: dict = {"energy_auc": aucs["other_clip"], "energy_auc_by_negative": aucs}
-    if hasattr(model, "sample_futures"):
+    if model.samples_futures:
         result.update(best_of_k(model, views, test, device))
     train_x, test_x = encode_clips(model, views, train, device), encode_clips(model, views, test, device)
     result.update(split_accuracy_metrics(train_x, train, test_x, test, fewshot_seeds))
-    if not hasattr(model, "sample_futures"):
+    if not model.samples_futures:
         # An energy measured between embeddings (JEPA) is zero for all pairs if the encoder
         # collapses; an energy measured in pixels cannot collapse that way, and a predictor's
         # features may well be low-rank without harm, so only the former is diagnosed.

@@ -7,13 +7,13 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import barlow_twins
-from selfsup.methods.base import Batch, Method, StepOutput
+from selfsup.methods.base import TwoViewMethod
 
 # The projector width at which the paper's lambda = 0.0051 was tuned.
 _REFERENCE_DIM = 8192
 
 
-class BarlowTwins(Method):
+class BarlowTwins(TwoViewMethod):
     """Barlow Twins (Zbontar, Jing, Misra, LeCun, Deny, ICML 2021).
 
     Backbone and a 3-layer projector (paper: 8192-8192-8192, BN + ReLU on hidden layers)
@@ -45,7 +45,5 @@ class BarlowTwins(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3)
         self.lambda_offdiag = lambda_offdiag * (_REFERENCE_DIM / projection_dim if scale_lambda else 1.0)
 
-    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
-        loss = barlow_twins(z_a, z_b, self.lambda_offdiag)
-        return StepOutput(loss, embeddings=z_a.detach())
+    def pair_loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        return barlow_twins(z_a, z_b, self.lambda_offdiag)

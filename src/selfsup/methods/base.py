@@ -1,16 +1,50 @@
-"""The Method base class: what every SSL method exposes to the trainer and evaluation."""
+"""The Method base class: what every SSL method exposes to the trainer, evaluation and the
+commands, and the registry that subclassing fills."""
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-# What the trainer hands to ``on_epoch_start``: a fresh pass over the whole training set in
-# index order, yielding (views, dataset indices) augmented from a fixed seed.
+from selfsup.config import ConfigError, convert_value
+
+# What the trainer hands to ``on_train_start`` and ``on_epoch_start``: a fresh pass over the
+# whole training set in index order, yielding (views, dataset indices) augmented from a fixed seed.
 TrainingViews = Callable[[], Iterator[tuple[list[torch.Tensor], torch.Tensor]]]
+
+#: Every method class by its command-line name; a subclass of :class:`Method` that sets
+#: ``name`` adds itself (see :meth:`Method.__init_subclass__`).
+METHODS: dict[str, type[Method]] = {}
+
+# Constructor arguments a method receives from the run rather than from its configuration
+# (video methods also get the clip shape they are built for).
+BUILT_ARGUMENTS = ("self", "backbone", "backbone_dim", "clip")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where training stands when a per-step hook runs: ``step`` is the 0-based step about
+    to run (``on_step_start``, ``on_epoch_start``) or just run (``on_step_end``), of
+    ``total_steps`` planned, ``steps_per_epoch`` to an epoch."""
+
+    step: int
+    total_steps: int
+    steps_per_epoch: int
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    @property
+    def epochs(self) -> float:
+        """Epochs done before this step (a fraction within an epoch)."""
+        return self.step / self.steps_per_epoch
 
 
 @dataclass
@@ -21,14 +55,13 @@ class Batch:
     ``support_views`` / ``support_labels``: a labelled support batch, two augmented views
     of each image (all first views, then all second views) and their classes, drawn by the
     trainer for semi-supervised methods (PAWS) only.
-    ``generator``: a generator seeded by (seed, step, rank) for randomness inside a step.
+    ``generator``: seeded by (seed, step, rank), for randomness a method draws itself
+    (word2vec's noise words), so that a resumed run draws what the uninterrupted one did.
     """
 
     indices: torch.Tensor | None = None
     support_views: torch.Tensor | None = None
     support_labels: torch.Tensor | None = None
-    # Seeded by the step: randomness a method draws itself (word2vec's noise words), so
-    # that a resumed run draws what the uninterrupted one did.
     generator: torch.Generator | None = None
 
 
@@ -50,48 +83,98 @@ class Method(nn.Module):
 
     Subclasses implement :meth:`forward` (a training step on a list of views, global crops
     first) and, unless they have a ``projector`` on the backbone, :meth:`project` (the
-    embedding the objective compares). The base class gives
-    :meth:`embed` (backbone features, what evaluation uses), :meth:`energy` (low when the two
-    images are views of one another, by default 1 - cosine of the projected embeddings) and
-    no-op hooks for methods with momentum encoders, queues, schedules or memory banks:
-    :meth:`on_step_start`, :meth:`on_step_end` and :meth:`on_epoch_start`.
+    embedding the objective compares). The base class gives :meth:`embed` (backbone
+    features, what evaluation uses), :meth:`energy` (by default 1 - cosine of the projected
+    embeddings) and no-op hooks. The hooks are where state that is not learned by gradient
+    changes: :meth:`on_step_end` after every optimiser step (EMA teachers, queues, memory
+    banks, centres: :meth:`forward` only computes what they need), :meth:`on_step_start`
+    for what the coming step reads (schedules, frozen layers), :meth:`on_epoch_start` and
+    :meth:`on_train_start` for passes over the whole data.
 
-    Class attributes: ``name`` (the CLI name), ``summary`` (one line for ``selfsup methods``),
-    ``default_recipe`` (the augmentation recipe name in :mod:`selfsup.augment.views`) and
-    ``train_recipe`` (optimiser, lr per 256 images, weight decay, epochs; optionally
-    ``batch_size``, else 256, and ``clip_grad``).
+    A subclass that sets ``name`` registers itself in :data:`METHODS`; its hyper-parameters
+    are its constructor's keyword arguments, typed by their annotations, with the paper's
+    values as defaults.
     """
 
-    name: str = ""
-    summary: str = ""
-    modality: str = "image"  # what the method learns from: image (views) or text (token ids)
-    default_recipe: str = "small-images"
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for `selfsup methods`
+    modality: ClassVar[str] = "image"  # what the method learns from: image, text or video
+    default_recipe: ClassVar[str] = "small-images"  # augmentation recipe (selfsup.augment.views)
+    # The backbone the method is built on when backbone.name is null; None = the modality's
+    # default (convnet-small for images). Text methods name their encoder, video methods "frames".
+    default_backbone: ClassVar[str | None] = None
     # The optimisation recipe used when the configuration leaves it open (train.* = null);
-    # lr is per 256 images and scaled linearly with the global batch; an optional "clip_grad"
-    # is the gradient-norm clipping the method needs (null train.clip_grad takes it), and an
-    # optional "batch_size" the samples per step and process (else 256).
-    train_recipe: dict = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "epochs": 100}
-    # Semi-supervised methods set this (per instance): the trainer then fixes a labelled pool
-    # of this many images per class and passes a support batch drawn from it every step.
+    # lr is per 256 samples and scaled linearly with the global batch; an optional "clip_grad"
+    # is the gradient-norm clipping the method needs, an optional "batch_size" the samples
+    # per step and process (else 256).
+    train_recipe: ClassVar[dict] = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "epochs": 100}
+    # Options sized to the training data when left at 0 (MoCo's queue, SwAV's prototypes):
+    # option -> its value for a given number of training samples.
+    data_sized_options: ClassVar[dict[str, Callable[[int], int]]] = {}
+
+    # Capabilities beyond embed and energy, read by evaluation and the commands.
+    has_prototypes: ClassVar[bool] = False  # prototype_probabilities (clustering methods)
+    predicts_tokens: ClassVar[bool] = False  # token_log_probabilities (language models)
+    has_word_vectors: ClassVar[bool] = False  # word_vectors (static word models)
+    samples_futures: ClassVar[bool] = False  # sample_futures (models with a frame decoder)
+    # Text methods: how the view maker corrupts the token ids (a scheme of
+    # selfsup.augment.masking.MASKINGS) and whether the encoder's attention is causal.
+    masking: ClassVar[str] = "none"
+    causal_attention: ClassVar[bool] = False
+    # Semi-supervised methods set these (per instance): the trainer then fixes a labelled pool
+    # of ``labels_per_class`` images per class and passes a support batch drawn from it every step.
     labels_per_class: int = 0
     support_per_class: int = 0
-    # Clustering methods set this and implement prototype_probabilities.
-    has_prototypes: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and cls.name:  # shared bases without a name stay out
+            if cls.name in METHODS and METHODS[cls.name].__qualname__ != cls.__qualname__:
+                raise TypeError(f"method name {cls.name!r} is taken by {METHODS[cls.name].__qualname__}")
+            METHODS[cls.name] = cls
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
 
+    # ------------------------------------------------------------------ options
     @classmethod
-    def fit_options(cls, options: dict, num_images: int) -> dict:
-        """Hyper-parameters sized to the data set (e.g. MoCo's queue); the resolved values are
-        what ``config.yaml`` records."""
-        return options
+    def option_defaults(cls) -> dict[str, Any]:
+        """The hyper-parameters and their paper defaults (the constructor's keyword arguments)."""
+        parameters = inspect.signature(cls.__init__).parameters
+        return {key: p.default for key, p in parameters.items() if key not in BUILT_ARGUMENTS}
+
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``{name, **hyper-parameters}`` with every default filled in, each value checked
+        against its annotation; unknown keys and bad values raise :class:`ConfigError`."""
+        defaults = cls.option_defaults()
+        unknown = sorted(set(options) - set(defaults) - {"name"})
+        if unknown:
+            raise ConfigError(
+                f"unknown config key 'method.{unknown[0]}' for method {cls.name!r}; allowed: {', '.join(defaults) or '(none)'}"
+            )
+        hints = typing.get_type_hints(cls.__init__)
+        resolved: dict[str, Any] = {"name": cls.name}
+        for key, default in defaults.items():
+            resolved[key] = convert_value(hints[key], options.get(key, default), f"method.{key}")
+        return resolved
+
+    @classmethod
+    def fit_options(cls, options: dict[str, Any], num_samples: int) -> dict[str, Any]:
+        """``options`` with the :attr:`data_sized_options` left at 0 sized to the data; the
+        resolved values are what ``config.yaml`` records."""
+        fitted = dict(options)
+        for key, fit in cls.data_sized_options.items():
+            if fitted.get(key, 0) == 0:
+                fitted[key] = fit(num_samples)
+        return fitted
 
     def fixed_lr_modules(self) -> list[nn.Module]:
         """Modules whose learning rate stays at its base value (SimSiam's predictor)."""
         return []
 
+    # ------------------------------------------------------------------ training step
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         raise NotImplementedError
 
@@ -100,6 +183,14 @@ class Method(nn.Module):
         methods with a ``projector``; methods that compare something else override it."""
         return self.projector(self.backbone(images))
 
+    def project_two_views(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_a, z_b): :meth:`project` of the first two views in one pass (one pass of larger
+        matrices is faster, and BatchNorm statistics are shared by both views, as in the
+        reference implementations), split back."""
+        z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
+        return z_a, z_b
+
+    # ------------------------------------------------------------------ what evaluation reads
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features [B, D] used for kNN, linear and few-shot evaluation."""
@@ -112,23 +203,36 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def prototype_probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Clustering methods: soft assignments [B, K] of ``images`` to the prototypes, for
-        the usage diagnostics in ``summary.json``."""
+        """Methods with ``has_prototypes``: soft assignments [B, K] of ``images`` to the
+        prototypes, for the usage diagnostics in ``summary.json``."""
         raise NotImplementedError(f"{type(self).__name__} has no prototypes")
 
+    # ------------------------------------------------------------------ hooks
     def on_train_start(self, training_views: TrainingViews) -> None:
         """Called once before the first step of a run or of its resumption, for statistics
         of the whole corpus that are not learned (word2vec's noise distribution, GloVe's
         co-occurrence counts)."""
 
-    def on_epoch_start(self, epoch: int, training_views: TrainingViews) -> None:
+    def on_epoch_start(self, info: StepInfo, training_views: TrainingViews) -> None:
         """Called before the first step of every epoch (DeepCluster's k-means)."""
 
-    def on_step_start(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
+    def on_step_start(self, info: StepInfo) -> None:
         """Called before each step (schedules counted in epochs, frozen parameters)."""
 
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        """Called after each optimiser step (EMA teachers, momentum, queues, schedules)."""
+    def on_step_end(self, info: StepInfo) -> None:
+        """Called after each optimiser step (EMA teachers, momentum, queues, banks, centres)."""
+
+
+class TwoViewMethod(Method):
+    """A symmetric joint-embedding method: both views through the same backbone and
+    projector, a loss of the pair (SimCLR, Barlow Twins, VICReg, the naive Siamese net)."""
+
+    def pair_loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
+        z_a, z_b = self.project_two_views(views)
+        return StepOutput(self.pair_loss(z_a, z_b), embeddings=z_a.detach())
 
 
 def project_by_size(project: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -7,9 +7,9 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import byol_mse
-from selfsup.methods.base import Batch, Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepInfo, StepOutput
 from selfsup.methods.momentum import MomentumEncoder
-from selfsup.train.schedules import cosine_increase
+from selfsup.schedules import cosine_increase
 
 
 class BYOL(Method):
@@ -46,19 +46,18 @@ class BYOL(Method):
         self.momentum = base_momentum
 
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        both = torch.cat([views[0], views[1]])
-        z = self.project(both)
-        p_a, p_b = self.predictor(z).chunk(2)
-        target_a, target_b = self.target(both).chunk(2)
+        z_a, z_b = self.project_two_views(views)
+        p_a, p_b = self.predictor(torch.cat([z_a, z_b])).chunk(2)
+        target_a, target_b = self.target(torch.cat([views[0], views[1]])).chunk(2)
         loss = byol_mse(p_a, target_b) + byol_mse(p_b, target_a)
-        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z.chunk(2)[0].detach())
+        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z_a.detach())
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         prediction = self.predictor(self.project(x))
         return 2 - 2 * torch.nn.functional.cosine_similarity(prediction, self.target(y), dim=-1)
 
-    def on_step_end(self, step: int, total_steps: int) -> None:
+    def on_step_end(self, info: StepInfo) -> None:
         # A function of the step, not a running state: resuming needs nothing saved.
-        self.momentum = cosine_increase(step, total_steps, self.base_momentum)
+        self.momentum = cosine_increase(info.step, info.total_steps, self.base_momentum)
         self.target.update(self.backbone, self.projector, self.momentum)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from selfsup import distributed
-from selfsup.heads import ProjectionHead
+from selfsup.heads import ProjectionHead, fit_prototypes
 from selfsup.losses import deepcluster
 from selfsup.methods.base import (
     Batch,
     Method,
+    StepInfo,
     StepOutput,
     TrainingViews,
     project_by_size,
 )
-from selfsup.methods.swav import fit_prototypes
 
 _KMEANS_CHUNK = 8192  # rows per block of the k-means distance computation (bounded memory)
 
@@ -60,7 +58,7 @@ class DeepClusterV2(Method):
     clusterings.
 
     ``prototypes=0`` fits K to the data like SwAV (one per 10 images, at most 3,000);
-    ``dataset_size`` (the bank's rows) is set from the data by ``selfsup pretrain``. Under
+    ``dataset_size=0`` (the bank's rows) is set to the number of training images. Under
     torch.distributed every process holds the whole bank, filled with the gathered
     embeddings of every rank, and runs the same seeded k-means, so all agree without
     further communication.
@@ -76,6 +74,7 @@ class DeepClusterV2(Method):
     default_recipe = "multicrop"
     train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "epochs": 100}
     has_prototypes = True
+    data_sized_options = {"prototypes": fit_prototypes, "dataset_size": lambda num_images: num_images}
 
     def __init__(
         self,
@@ -100,26 +99,20 @@ class DeepClusterV2(Method):
         self.register_buffer("memory", torch.zeros(2, dataset_size, projection_dim))
         self.register_buffer("assignments", torch.full((heads, dataset_size), -1, dtype=torch.long))
         self.register_buffer("memory_filled", torch.zeros((), dtype=torch.bool))
-
-    @classmethod
-    def fit_options(cls, options: dict[str, Any], num_images: int) -> dict[str, Any]:
-        options = dict(options, dataset_size=num_images)
-        if options.get("prototypes", 0) == 0:
-            options["prototypes"] = fit_prototypes(num_images)
-        return options
+        self._step_embeddings: tuple[torch.Tensor, list[torch.Tensor]] | None = None  # written by on_step_end
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.projector(self.backbone(images)), dim=1)
 
     @torch.no_grad()
-    def on_epoch_start(self, epoch: int, training_views: TrainingViews) -> None:
+    def on_epoch_start(self, info: StepInfo, training_views: TrainingViews) -> None:
         if not bool(self.memory_filled):
             for views, indices in training_views():
                 z = project_by_size(self.project, views[:2])
                 for crop in range(2):
                     self.memory[crop, indices] = z[crop].to(self.memory.dtype)
             self.memory_filled.fill_(True)
-        generator = torch.Generator().manual_seed(self.kmeans_seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(self.kmeans_seed * 1_000_003 + info.epoch)
         for head in range(self.centroids.shape[0]):
             centroids, assignments = spherical_kmeans(self.memory[head % 2], self.centroids.shape[1], self.kmeans_iterations, generator)
             self.centroids[head] = centroids
@@ -132,12 +125,19 @@ class DeepClusterV2(Method):
         targets = self.assignments[:, batch.indices]
         loss = sum(deepcluster([view_z @ centroids.T for view_z in z], head_targets, self.temperature)
                    for centroids, head_targets in zip(self.centroids, targets)) / len(self.centroids)
-        with torch.no_grad():
-            indices = distributed.gather(batch.indices)
-            for crop in range(2):
-                self.memory[crop, indices] = distributed.gather(z[crop].detach()).to(self.memory.dtype)
+        self._step_embeddings = (batch.indices, [z[0].detach(), z[1].detach()])
         one_hot = nn.functional.one_hot(targets[0].clamp_min(0), self.centroids.shape[1]).float()
         return StepOutput(loss, embeddings=z[0].detach(), assignments=one_hot)
+
+    @torch.no_grad()
+    def on_step_end(self, info: StepInfo) -> None:
+        # The bank keeps the newest embedding of every image, from every process.
+        if self._step_embeddings is not None:
+            indices, z = self._step_embeddings
+            indices = distributed.gather(indices)
+            for crop in range(2):
+                self.memory[crop, indices] = distributed.gather(z[crop]).to(self.memory.dtype)
+            self._step_embeddings = None
 
     @torch.no_grad()
     def prototype_probabilities(self, images: torch.Tensor) -> torch.Tensor:

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 from torch import nn
 
-from selfsup.heads import DINOHead
+from selfsup.heads import DINO_OUTPUTS, DINOHead, fit_dino_outputs
 from selfsup.losses import dino, dino_center
-from selfsup.methods.base import Batch, Method, StepOutput, project_by_size
+from selfsup.methods.base import Batch, Method, StepInfo, StepOutput, project_by_size
 from selfsup.methods.momentum import MomentumEncoder
-from selfsup.train.schedules import cosine_increase
-
-_PAPER_OUTPUTS = 65536
-
-
-def fit_outputs(num_images: int) -> int:
-    """The paper's 65,536 outputs, fewer on small data sets: the power of two nearest to one
-    per 16 images, at least 64."""
-    return max(64, min(_PAPER_OUTPUTS, 2 ** round(math.log2(max(1, num_images / 16)))))
-
+from selfsup.schedules import cosine_increase, linear_increase
 
 class DINO(Method):
     """DINO (Caron, Touvron, Misra, Jégou, Mairal, Bojanowski, Joulin, ICCV 2021).
@@ -54,6 +42,7 @@ class DINO(Method):
     default_recipe = "dino"
     train_recipe = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4, "epochs": 100, "clip_grad": 3.0}
     has_prototypes = True
+    data_sized_options = {"output_dim": fit_dino_outputs}
 
     def __init__(
         self,
@@ -72,7 +61,7 @@ class DINO(Method):
         head_batch_norm: bool = True,
     ):
         super().__init__(backbone)
-        self.head = DINOHead(backbone_dim, output_dim or _PAPER_OUTPUTS, hidden_dim, bottleneck_dim, batch_norm=head_batch_norm)
+        self.head = DINOHead(backbone_dim, output_dim or DINO_OUTPUTS, hidden_dim, bottleneck_dim, batch_norm=head_batch_norm)
         self.teacher = MomentumEncoder(backbone, self.head)
         self.student_temperature = student_temperature
         self.final_teacher_temperature, self.warmup_teacher_temperature = teacher_temperature, warmup_teacher_temperature
@@ -82,23 +71,17 @@ class DINO(Method):
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.freeze_last_layer = True
         self.register_buffer("center", torch.zeros(self.head.output_dim))
-
-    @classmethod
-    def fit_options(cls, options: dict[str, Any], num_images: int) -> dict[str, Any]:
-        if options.get("output_dim", 0) == 0:
-            options = dict(options, output_dim=fit_outputs(num_images))
-        return options
+        self._step_teacher: list[torch.Tensor] | None = None  # the centre follows it in on_step_end
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
         """The L2-normalised bottleneck of the head: the embedding the prototypes score."""
         return nn.functional.normalize(self.head.mlp(self.backbone(images)), dim=-1)
 
-    def on_step_start(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
-        self.freeze_last_layer = step < self.freeze_last_layer_epochs * steps_per_epoch
-        warmup_steps = self.teacher_temperature_warmup * total_steps
-        progress = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
-        self.teacher_temperature = self.warmup_teacher_temperature + progress * (
-            self.final_teacher_temperature - self.warmup_teacher_temperature
+    def on_step_start(self, info: StepInfo) -> None:
+        self.freeze_last_layer = info.step < self.freeze_last_layer_epochs * info.steps_per_epoch
+        self.teacher_temperature = linear_increase(
+            info.step, self.teacher_temperature_warmup * info.total_steps,
+            self.warmup_teacher_temperature, self.final_teacher_temperature,
         )
 
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
@@ -107,7 +90,8 @@ class DINO(Method):
         teacher = list(self.teacher(torch.cat(views[:2])).chunk(2))
         loss = dino(student, teacher, self.center, self.student_temperature, self.teacher_temperature)
         teacher_probabilities = torch.softmax((teacher[0] - self.center) / self.teacher_temperature, dim=1)
-        self.center.copy_(dino_center(self.center, teacher, self.center_momentum))
+        # In fp32, as autocast would have summed them inside the forward pass.
+        self._step_teacher = [output.detach().float() for output in teacher]
         metrics = {"teacher_temperature": self.teacher_temperature, "momentum": self.momentum}
         return StepOutput(loss, metrics, embeddings=z[0].detach(), assignments=teacher_probabilities)
 
@@ -120,6 +104,10 @@ class DINO(Method):
         target = self.prototype_probabilities(y)
         return -(target * torch.log_softmax(self.head(self.backbone(x)) / self.student_temperature, dim=1)).sum(dim=1)
 
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        self.momentum = cosine_increase(step, total_steps, self.base_momentum)
+    @torch.no_grad()
+    def on_step_end(self, info: StepInfo) -> None:
+        if self._step_teacher is not None:  # the centre: an EMA of the teacher's mean output
+            self.center.copy_(dino_center(self.center, self._step_teacher, self.center_momentum))
+            self._step_teacher = None
+        self.momentum = cosine_increase(info.step, info.total_steps, self.base_momentum)
         self.teacher.update(self.backbone, self.head, self.momentum)

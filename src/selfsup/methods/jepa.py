@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.backbones.text import Block
+from selfsup.backbones.transformer import Block
 from selfsup.backbones.video import ClipShape, FrameEncoder
 from selfsup.losses.latent import embedding_distance
-from selfsup.methods.base import Batch, Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepInfo, StepOutput
 from selfsup.methods.momentum import MomentumEncoder
-from selfsup.train.schedules import linear_increase
+from selfsup.schedules import linear_increase
 
 LOSSES = ("l1", "l2")
 
@@ -87,6 +87,7 @@ class JEPA(Method):
     name = "jepa"
     summary = "joint-embedding predictive: predict EMA-target embeddings of future frames from past ones (Assran et al. 2023)"
     modality = "video"
+    default_backbone = "frames"
     # I-JEPA: AdamW, lr 1e-3 at batch 2048 (1.25e-4 per 256), weight decay 0.04 -> 0.4, 300
     # epochs. Small frame encoders trained for tens of epochs on a CPU need a larger rate:
     # 2e-3 per 256 clips (5e-4 at the default batch of 64), that of the latent-variable
@@ -158,8 +159,8 @@ class JEPA(Method):
         """Context-encoder features [B, D]: the mean of the past frames' embeddings."""
         return self.backbone.clip_embedding(past)
 
-    def on_step_end(self, step: int, total_steps: int) -> None:
+    def on_step_end(self, info: StepInfo) -> None:
         # A function of the step, not a running state: resuming needs nothing saved.
-        self.momentum = linear_increase(step, total_steps, self.base_momentum)
+        self.momentum = linear_increase(info.step, info.total_steps, self.base_momentum)
         # The layer norm has no parameters: the EMA averages the backbone only.
         self.target.update(self.backbone, self.target.projector, self.momentum)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.augment.masking import FIRST_REGULAR_ID, MASK_ID, PAD_ID
+from selfsup.data.tokenizer import FIRST_REGULAR_ID, MASK_ID, PAD_ID
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.losses import causal_lm, masked_accuracy, masked_lm
 from selfsup.losses.masked import next_token_targets
@@ -52,7 +52,8 @@ class MaskedLanguageModel(Method):
     summary = "masked language model: predict 15% hidden tokens with a softmax over the vocabulary (Devlin et al. 2019)"
     modality = "text"
     masking = "tokens"
-    causal_attention = False
+    predicts_tokens = True
+    default_backbone = "transformer"
     train_recipe = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 40, "batch_size": 64}
 
     def __init__(
@@ -178,6 +179,4 @@ class CausalLanguageModel(MaskedLanguageModel):
         nll = -log_p.gather(1, y[:, 1:][scored].unsqueeze(1)).squeeze(1)
         return torch.zeros(len(y), dtype=nll.dtype, device=y.device).index_add_(0, scored.nonzero()[:, 0], nll)
 
-
-LANGUAGE_MODELS = (MaskedLanguageModel, WholeWordMaskedLanguageModel, SpanMaskedLanguageModel, CausalLanguageModel)
 

@@ -18,9 +18,9 @@ from selfsup.losses.latent import (
     prediction_cost,
     shrink,
 )
-from selfsup.methods.base import Batch, Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepInfo, StepOutput
+from selfsup.methods.memory import RingBuffer
 
-REGULARIZERS = ("l1", "norm", "kl")
 CONTEXT_FRAMES = 2  # past frames the decoder sees directly: appearance and the last motion
 
 
@@ -37,7 +37,122 @@ class Condition(NamedTuple):
     def repeat_interleave(self, repeats: int) -> Condition:
         return Condition(self.h.repeat_interleave(repeats, dim=0), self.frames.repeat_interleave(repeats, dim=0))
 
+
+
+class LatentRegularizer:
+    """R(z), what keeps the latent from carrying the whole future, and how inference and
+    training treat it (one subclass per ``regularizer`` option)."""
+
+    name = ""
+    # Whether R joins the gradient of inference steps; a non-smooth R is applied by
+    # :meth:`proximal` after each step instead.
+    smooth = True
+    # Whether futures are sampled from the bank of inferred latents (the aggregate
+    # posterior); otherwise from the prior N(0, I).
+    samples_from_bank = True
+
+    def cost(self, z: torch.Tensor, log_variance: torch.Tensor | None) -> torch.Tensor:
+        """R(z) [B] (unweighted)."""
+        raise NotImplementedError
+
+    def outputs(self, z_dim: int) -> int:
+        """Outputs of the amortised encoder for a ``z_dim`` latent."""
+        return z_dim
+
+    def split_guess(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(starting latent, log-variance or None) from the amortised encoder's output."""
+        return out, None
+
+    def proximal(self, z: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        """The proximal step of a non-smooth R after a gradient step of size ``threshold / lambda``."""
+        return z
+
+    def training_latent(self, z: torch.Tensor, log_variance: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        """The latent the decoder reads in training."""
+        return z
+
+
+class L1Sparsity(LatentRegularizer):
+    """||z||_1, sparse coding; inference takes ISTA steps z <- shrink(z - eta grad_z C, eta
+    lambda) (Daubechies et al. 2004)."""
+
+    name = "l1"
+    smooth = False
+
+    def cost(self, z: torch.Tensor, log_variance: torch.Tensor | None) -> torch.Tensor:
+        return l1_sparsity(z)
+
+    def proximal(self, z: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        return shrink(z, threshold)
+
+
+class NormBound(LatentRegularizer):
+    """max(0, ||z|| - radius)^2, a soft bound on the norm; plain gradient steps."""
+
+    name = "norm"
+
+    def __init__(self, radius: float):
+        self.radius = radius
+
+    def cost(self, z: torch.Tensor, log_variance: torch.Tensor | None) -> torch.Tensor:
+        return norm_bound(z, self.radius)
+
+
+class GaussianKL(LatentRegularizer):
+    """KL(N(mu, sigma^2) || N(0, I)) with sigma from the amortised encoder, and noise z = mu +
+    sigma eps in training (the VAE's regulariser, Kingma & Welling 2014), which limits what z
+    carries; futures are sampled from the prior."""
+
+    name = "kl"
+    samples_from_bank = False
+
+    def cost(self, z: torch.Tensor, log_variance: torch.Tensor | None) -> torch.Tensor:
+        return gaussian_kl(z, log_variance)
+
+    def outputs(self, z_dim: int) -> int:
+        return 2 * z_dim  # mean and log-variance
+
+    def split_guess(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        mean, log_variance = out.chunk(2, dim=1)
+        return mean, log_variance.clamp(-10, 4)
+
+    def training_latent(self, z: torch.Tensor, log_variance: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        noise = torch.randn(z.shape, generator=generator, device=generator.device if generator else z.device).to(z)
+        return z + (0.5 * log_variance).exp() * noise
+
+
+REGULARIZERS = ("l1", "norm", "kl")
 INFERENCE_STARTS = ("amortized", "zero")
+
+
+def latent_regularizer(name: str, norm_radius: float) -> LatentRegularizer:
+    if name not in REGULARIZERS:
+        raise ValueError(f"method.regularizer must be one of {', '.join(REGULARIZERS)}, got {name!r}")
+    return L1Sparsity() if name == "l1" else NormBound(norm_radius) if name == "norm" else GaussianKL()
+
+
+class Discriminator(nn.Sequential):
+    """D(y): the logit that a future is real, for the GAN limit of the predictor
+    (``conditioning`` < 1): a convolutional encoder of the frames to one logit."""
+
+    def __init__(self, clip: ClipShape, width: int, hidden_dim: int):
+        super().__init__(
+            StackEncoder(clip.frames_out, clip.channels, clip.size, width, hidden_dim),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden_dim, 1),
+        )
+
+    def adversarial_losses(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Non-saturating GAN losses (Goodfellow et al. 2014, sec. 3): the generator's
+        -log D(G(z)), through a copy of D's weights that takes no gradient, and the
+        discriminator's -log D(y) - log(1 - D(G(z))) on detached fakes; one optimiser step
+        then updates both (simultaneous gradient descent)."""
+        frozen = {name: p.detach() for name, p in self.named_parameters()}
+        generator_loss = F.softplus(-functional_call(self, frozen, (fake,))).mean()
+        real_logit = self(real)
+        fake_logit = self(fake.detach())
+        discriminator_loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
+        return generator_loss, discriminator_loss
 
 
 class LatentVariablePredictor(Method):
@@ -59,6 +174,9 @@ class LatentVariablePredictor(Method):
     - ``kl``: KL(N(mu, sigma^2) || N(0, I)) with sigma from the amortised encoder and noise
       z = mu + sigma eps in training (the VAE's regulariser, Kingma & Welling 2014); the mean
       is refined by gradient steps (a semi-amortised VAE, Kim et al., ICML 2018).
+
+    (:class:`L1Sparsity`, :class:`NormBound`, :class:`GaussianKL`; the GAN side is the
+    :class:`Discriminator`.)
 
     Inference: ``inference_steps`` steps on z from the amortised guess Enc_z(x, y) (a
     convolutional encoder of the whole clip) or from zero (``inference_start``), each step
@@ -89,6 +207,8 @@ class LatentVariablePredictor(Method):
     name = "lvp"
     summary = "latent-variable predictor: future = Dec(Pred(Enc(past)), z), z inferred by minimising a regularised energy"
     modality = "video"
+    default_backbone = "frames"
+    samples_futures = True
     # Adam at 2e-3 per 256 clips (5e-4 at the default batch of 64): the usual rate for small
     # convolutional auto-encoders; no weight decay, the latent is what is regularised.
     train_recipe = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.0, "epochs": 40, "batch_size": 64}
@@ -111,8 +231,7 @@ class LatentVariablePredictor(Method):
         bank_size: int = 4096,
     ):
         super().__init__(backbone)
-        if regularizer not in REGULARIZERS:
-            raise ValueError(f"method.regularizer must be one of {', '.join(REGULARIZERS)}, got {regularizer!r}")
+        self.regularizer_part = latent_regularizer(regularizer, norm_radius)
         if inference_start not in INFERENCE_STARTS:
             raise ValueError(f"method.inference_start must be one of {', '.join(INFERENCE_STARTS)}, got {inference_start!r}")
         if not 0.0 <= conditioning <= 1.0:
@@ -135,21 +254,16 @@ class LatentVariablePredictor(Method):
             hidden_dim + z_dim, clip.frames_out, clip.channels, clip.size, decoder_width, self.context_frames * clip.channels
         )
         if z_dim:
-            outputs = 2 * z_dim if regularizer == "kl" else z_dim  # kl: mean and log-variance
             self.amortized = nn.Sequential(
                 StackEncoder(clip.frames_in + clip.frames_out, clip.channels, clip.size, decoder_width, hidden_dim),
                 nn.ReLU(inplace=True),
-                nn.Linear(hidden_dim, outputs),
+                nn.Linear(hidden_dim, self.regularizer_part.outputs(z_dim)),
             )
         if conditioning < 1:
-            self.discriminator = nn.Sequential(
-                StackEncoder(clip.frames_out, clip.channels, clip.size, decoder_width, hidden_dim),
-                nn.LeakyReLU(0.2, inplace=True),
-                nn.Linear(hidden_dim, 1),
-            )
-        self.register_buffer("bank", torch.zeros(bank_size if z_dim else 0, z_dim))
-        self.register_buffer("bank_filled", torch.zeros((), dtype=torch.long))
-        self.register_buffer("bank_next", torch.zeros((), dtype=torch.long))
+            self.discriminator = Discriminator(clip, decoder_width, hidden_dim)
+        # The newest inferred latents (the aggregate posterior futures are sampled from).
+        self.bank = RingBuffer(bank_size if z_dim else 0, z_dim)
+        self._step_latents: torch.Tensor | None = None  # banked by on_step_end
 
     # ------------------------------------------------------------------ the energy
     def represent(self, past: torch.Tensor) -> Condition:
@@ -164,11 +278,7 @@ class LatentVariablePredictor(Method):
 
     def regularization(self, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
         """R(z) [B] (unweighted)."""
-        if self.regularizer == "l1":
-            return l1_sparsity(z)
-        if self.regularizer == "norm":
-            return norm_bound(z, self.norm_radius)
-        return gaussian_kl(z, log_variance)
+        return self.regularizer_part.cost(z, log_variance)
 
     def latent_energy(self, condition: Condition, y: torch.Tensor, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
         """E(x, y, z) [B] for ``condition = represent(x)``."""
@@ -180,11 +290,7 @@ class LatentVariablePredictor(Method):
     def amortized_guess(self, past: torch.Tensor, future: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Enc_z(x, y): the starting latent [B, z_dim] and, for ``kl``, its log-variance. It
         reads c * x like the decoder, so that at c = 0 nothing depends on x."""
-        out = self.amortized(torch.cat([self.conditioning * past, future], dim=1))
-        if self.regularizer == "kl":
-            mean, log_variance = out.chunk(2, dim=1)
-            return mean, log_variance.clamp(-10, 4)
-        return out, None
+        return self.regularizer_part.split_guess(self.amortized(torch.cat([self.conditioning * past, future], dim=1)))
 
     def infer_latent(
         self, condition: Condition, y: torch.Tensor, start: torch.Tensor, log_variance: torch.Tensor | None = None,
@@ -197,9 +303,9 @@ class LatentVariablePredictor(Method):
         steps = self.inference_steps if steps is None else steps
         condition = condition.detach()
         log_variance = None if log_variance is None else log_variance.detach()
-        # ISTA steps on the smooth part C and apply the L1 term through shrink; the other
-        # regularisers are smooth and join the gradient.
-        smooth_weight = 0.0 if self.regularizer == "l1" else self.regularizer_weight
+        # Gradient steps on the smooth part of E; a non-smooth R (L1: ISTA) is applied by its
+        # proximal step.
+        smooth_weight = self.regularizer_weight if self.regularizer_part.smooth else 0.0
 
         def evaluate(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.enable_grad():
@@ -214,9 +320,7 @@ class LatentVariablePredictor(Method):
         first = energy
         step_size = torch.full((len(z), 1), self.inference_lr, device=z.device)
         for _ in range(steps):
-            candidate = z - step_size * gradient
-            if self.regularizer == "l1":
-                candidate = shrink(candidate, step_size * self.regularizer_weight)
+            candidate = self.regularizer_part.proximal(z - step_size * gradient, step_size * self.regularizer_weight)
             candidate_energy, candidate_gradient = evaluate(candidate)
             better = (candidate_energy <= energy).unsqueeze(1)
             z = torch.where(better, candidate, z)
@@ -240,7 +344,7 @@ class LatentVariablePredictor(Method):
             return StepOutput(cost, {"cost": float(cost.detach())})
         guess, start, log_variance = self._starting_latent(past, future)
         z, first_energy, energy = self.infer_latent(condition, future, start, log_variance)
-        self._remember(z)
+        self._step_latents = z
         generator = batch.generator if batch else None
         cost, regularization = self._training_energy(condition, future, z, log_variance, generator)
         guess_cost, guess_regularization = self._training_energy(condition, future, guess, log_variance, generator)
@@ -266,37 +370,18 @@ class LatentVariablePredictor(Method):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(C, R) [B] at latent ``z``; for ``kl`` the decoder reads z + sigma eps, the
         noise that limits what z carries (sigma learns through the KL and C)."""
-        if self.regularizer != "kl":
-            return prediction_cost(future, self.decode(condition, z)), self.regularization(z)
-        noise = torch.randn(z.shape, generator=generator, device=generator.device if generator else z.device).to(z)
-        noisy = z + (0.5 * log_variance).exp() * noise
-        return prediction_cost(future, self.decode(condition, noisy)), gaussian_kl(z, log_variance)
+        decoded = self.decode(condition, self.regularizer_part.training_latent(z, log_variance, generator))
+        return prediction_cost(future, decoded), self.regularization(z, log_variance)
 
     def _adversarial_losses(self, condition: Condition, future: torch.Tensor, batch: Batch | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Non-saturating GAN losses (Goodfellow et al. 2014, sec. 3): the generator's
-        -log D(G(z)), through a copy of D's weights that takes no gradient, and the
-        discriminator's -log D(y) - log(1 - D(G(z))) on detached fakes; one optimiser step
-        then updates both (simultaneous gradient descent)."""
+        """(generator loss, discriminator loss) of futures decoded from prior latents."""
         z = self.prior_latents(len(future), batch.generator if batch else None, future.device)
-        fake = self.decode(condition, z)
-        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
-        generator_loss = F.softplus(-functional_call(self.discriminator, frozen, (fake,))).mean()
-        real_logit = self.discriminator(future)
-        fake_logit = self.discriminator(fake.detach())
-        discriminator_loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
-        return generator_loss, discriminator_loss
+        return self.discriminator.adversarial_losses(future, self.decode(condition, z))
 
-    @torch.no_grad()
-    def _remember(self, z: torch.Tensor) -> None:
-        """Keep the newest inferred latents in the bank (a ring buffer)."""
-        size = len(self.bank)
-        if size == 0:
-            return
-        z = z[-size:]
-        rows = (self.bank_next + torch.arange(len(z), device=z.device)) % size
-        self.bank[rows] = z.to(self.bank.dtype)
-        self.bank_next.copy_((self.bank_next + len(z)) % size)
-        self.bank_filled.copy_(torch.clamp(self.bank_filled + len(z), max=size))
+    def on_step_end(self, info: StepInfo) -> None:
+        if self._step_latents is not None:
+            self.bank.push(self._step_latents)
+            self._step_latents = None
 
     # ------------------------------------------------------------------ sampling and evaluation
     def prior_latents(self, count: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -307,12 +392,12 @@ class LatentVariablePredictor(Method):
         """Latents for sampling futures [count, z_dim]: rows of the bank of inferred z (the
         aggregate posterior) for ``l1`` and ``norm``; N(0, I) for ``kl``, for the GAN side
         (conditioning < 1) and while the bank is empty."""
-        device = self.bank.device
-        filled = int(self.bank_filled)
-        if self.regularizer == "kl" or self.conditioning < 1 or filled == 0:
+        device = self.bank.rows.device
+        filled = int(self.bank.count)
+        if not self.regularizer_part.samples_from_bank or self.conditioning < 1 or filled == 0:
             return self.prior_latents(count, generator, device)
         rows = torch.randint(filled, (count,), generator=generator, device=generator.device if generator else device)
-        return self.bank[rows.to(device)]
+        return self.bank.rows[rows.to(device)]
 
     @torch.no_grad()
     def sample_futures(self, past: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:

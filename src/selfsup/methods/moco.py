@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from selfsup import distributed
 from selfsup.heads import ProjectionHead
 from selfsup.losses import moco_info_nce, moco_v3_contrastive
-from selfsup.methods.base import Batch, Method, StepOutput
+from selfsup.methods.base import Batch, Method, StepInfo, StepOutput
+from selfsup.methods.memory import RingBuffer
 from selfsup.methods.momentum import MomentumEncoder
-from selfsup.train.schedules import cosine_increase
+from selfsup.schedules import cosine_increase
 
 
 class MoCoV2(Method):
@@ -39,6 +38,7 @@ class MoCoV2(Method):
     name = "moco-v2"
     summary = "contrastive: momentum key encoder and a queue of negatives (Chen et al. 2020)"
     train_recipe = {"optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4, "epochs": 100}
+    data_sized_options = {"queue_size": lambda num_images: max(256, min(65536, num_images // 4))}
 
     def __init__(
         self,
@@ -55,19 +55,13 @@ class MoCoV2(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2, hidden_norm=False)
         self.key_encoder = MomentumEncoder(backbone, self.projector)
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
-        queue = nn.functional.normalize(torch.randn(queue_size or 65536, projection_dim), dim=1)
-        self.register_buffer("queue", queue)
-        self.register_buffer("queue_position", torch.zeros((), dtype=torch.long))
-
-    @classmethod
-    def fit_options(cls, options: dict[str, Any], num_images: int) -> dict[str, Any]:
-        if options.get("queue_size", 0) == 0:
-            options = dict(options, queue_size=max(256, min(65536, num_images // 4)))
-        return options
+        size = queue_size or 65536
+        self.queue = RingBuffer(size, projection_dim, initial=nn.functional.normalize(torch.randn(size, projection_dim), dim=1))
+        self._step_keys: torch.Tensor | None = None  # enqueued by on_step_end
 
     def _keys(self, images: torch.Tensor) -> torch.Tensor:
         groups = min(self.bn_groups, len(images))
-        keys = torch.empty(len(images), self.queue.shape[1], device=images.device, dtype=images.dtype)
+        keys = torch.empty(len(images), self.queue.rows.shape[1], device=images.device, dtype=images.dtype)
         for group in range(groups):
             keys[group::groups] = self.key_encoder(images[group::groups])
         return keys
@@ -78,23 +72,19 @@ class MoCoV2(Method):
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         q = self._queries(views[0])
         k = self._keys(views[1])
-        loss = moco_info_nce(q, k, self.queue, self.temperature)
-        self._enqueue(nn.functional.normalize(distributed.gather(k.detach()), dim=1))
+        loss = moco_info_nce(q, k, self.queue.rows, self.temperature)
+        self._step_keys = k.detach()
         return StepOutput(loss, embeddings=q.detach())
-
-    @torch.no_grad()
-    def _enqueue(self, keys: torch.Tensor) -> None:
-        size = self.queue.shape[0]
-        keys = keys[-size:]
-        slots = (self.queue_position + torch.arange(len(keys), device=keys.device)) % size
-        self.queue[slots] = keys.to(self.queue.dtype)
-        self.queue_position.copy_((self.queue_position + len(keys)) % size)
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 1 - nn.functional.cosine_similarity(self.project(x), self.key_encoder(y), dim=-1)
 
-    def on_step_end(self, step: int, total_steps: int) -> None:
+    def on_step_end(self, info: StepInfo) -> None:
+        # The keys of the step, gathered from every process, replace the oldest in the queue.
+        if self._step_keys is not None:
+            self.queue.push(nn.functional.normalize(distributed.gather(self._step_keys).float(), dim=1))
+            self._step_keys = None
         self.key_encoder.update(self.backbone, self.projector, self.momentum)
 
 
@@ -131,17 +121,16 @@ class MoCoV3(Method):
         self.momentum = base_momentum
 
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        both = torch.cat([views[0], views[1]])
-        z = self.project(both)
-        q_a, q_b = self.predictor(z).chunk(2)
-        k_a, k_b = self.key_encoder(both).chunk(2)
+        z_a, z_b = self.project_two_views(views)
+        q_a, q_b = self.predictor(torch.cat([z_a, z_b])).chunk(2)
+        k_a, k_b = self.key_encoder(torch.cat([views[0], views[1]])).chunk(2)
         loss = moco_v3_contrastive(q_a, k_b, self.temperature) + moco_v3_contrastive(q_b, k_a, self.temperature)
-        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z.chunk(2)[0].detach())
+        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z_a.detach())
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 1 - nn.functional.cosine_similarity(self.predictor(self.project(x)), self.key_encoder(y), dim=-1)
 
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        self.momentum = cosine_increase(step, total_steps, self.base_momentum)
+    def on_step_end(self, info: StepInfo) -> None:
+        self.momentum = cosine_increase(info.step, info.total_steps, self.base_momentum)
         self.key_encoder.update(self.backbone, self.projector, self.momentum)

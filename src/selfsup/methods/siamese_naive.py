@@ -7,10 +7,10 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import Batch, Method, StepOutput
+from selfsup.methods.base import TwoViewMethod
 
 
-class SiameseNaive(Method):
+class SiameseNaive(TwoViewMethod):
     """Shared encoder, positive pairs only: minimise -cos(z_a, z_b), nothing else.
 
     No negatives, no stop-gradient, no predictor, no regulariser: the energy of compatible
@@ -28,7 +28,5 @@ class SiameseNaive(Method):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
 
-    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
-        loss = negative_cosine(z_a, z_b, stop_gradient=False)
-        return StepOutput(loss, embeddings=z_a.detach())
+    def pair_loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        return negative_cosine(z_a, z_b, stop_gradient=False)

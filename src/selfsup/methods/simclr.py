@@ -7,10 +7,10 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import info_nce
-from selfsup.methods.base import Batch, Method, StepOutput
+from selfsup.methods.base import TwoViewMethod
 
 
-class SimCLR(Method):
+class SimCLR(TwoViewMethod):
     """SimCLR (Chen, Kornblith, Norouzi, Hinton, ICML 2020).
 
     Two augmented views of each image go through a shared backbone f and a projection MLP
@@ -44,11 +44,5 @@ class SimCLR(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
         self.temperature = temperature
 
-    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        view_a, view_b = views[0], views[1]
-        # One backbone call on both views: one pass of larger matrices is faster, and BN
-        # statistics are shared, as in the reference implementation.
-        z = self.project(torch.cat([view_a, view_b]))
-        z_a, z_b = z.chunk(2)
-        loss = info_nce(z_a, z_b, self.temperature)
-        return StepOutput(loss, embeddings=z_a.detach())
+    def pair_loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        return info_nce(z_a, z_b, self.temperature)

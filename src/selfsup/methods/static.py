@@ -8,24 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.augment.masking import FIRST_REGULAR_ID
+from selfsup.backbones.text import StaticEmbedding
+from selfsup.data.tokenizer import FIRST_REGULAR_ID
 from selfsup.losses import glove, sgns
 from selfsup.methods.base import Batch, Method, StepOutput, TrainingViews
-
-
-class StaticEmbedding(nn.Module):
-    """A lookup table as a text backbone: ``forward(ids, attention_mask) -> [B, T, D]``,
-    the vector of each token whatever its context (the interface of the transformer)."""
-
-    def __init__(self, vocab_size: int, width: int):
-        super().__init__()
-        self.token_embedding = nn.Embedding(vocab_size, width)
-        nn.init.uniform_(self.token_embedding.weight, -0.5 / width, 0.5 / width)  # word2vec's initialisation
-        self.output_dim = width
-        self.causal = False
-
-    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.token_embedding(ids)
 
 
 def window_pairs(
@@ -52,8 +38,8 @@ class StaticWordModel(Method):
     of its word vectors; counts over the corpus are taken once before training."""
 
     modality = "text"
-    masking = "none"
-    causal_attention = False
+    default_backbone = "embedding"
+    has_word_vectors = True
     train_recipe = {"optimizer": "adamw", "lr": 0.05, "weight_decay": 0.0, "epochs": 20}
 
     def __init__(self, backbone: StaticEmbedding, backbone_dim: int, window: int):

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from selfsup.heads import ProjectionHead, Prototypes
+from selfsup.heads import SWAV_PROTOTYPES, ProjectionHead, Prototypes, fit_prototypes
 from selfsup.losses import sinkhorn, swav_multicrop
-from selfsup.methods.base import Batch, Method, StepOutput, project_by_size
-
-# Prototypes per image when fitted to a small data set, and the paper's count.
-_IMAGES_PER_PROTOTYPE, _PAPER_PROTOTYPES = 10, 3000
-
-
-def fit_prototypes(num_images: int) -> int:
-    """The paper's 3,000 prototypes, fewer on small data sets (one per 10 images, at least
-    10), so that Sinkhorn's equal partition stays meaningful."""
-    return max(10, min(_PAPER_PROTOTYPES, num_images // _IMAGES_PER_PROTOTYPE))
-
+from selfsup.methods.base import Batch, Method, StepInfo, StepOutput, project_by_size
+from selfsup.methods.memory import RingBuffer
 
 class SwAV(Method):
     """SwAV (Caron, Misra, Mairal, Goyal, Bojanowski, Joulin, NeurIPS 2020); SEER (Goyal et
@@ -51,6 +40,7 @@ class SwAV(Method):
     default_recipe = "multicrop"
     train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "epochs": 100}
     has_prototypes = True
+    data_sized_options = {"prototypes": fit_prototypes}
 
     def __init__(
         self,
@@ -67,51 +57,44 @@ class SwAV(Method):
     ):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
-        self.prototypes = Prototypes(projection_dim, prototypes or _PAPER_PROTOTYPES)
+        self.prototypes = Prototypes(projection_dim, prototypes or SWAV_PROTOTYPES)
         self.temperature, self.epsilon, self.sinkhorn_iterations = temperature, epsilon, sinkhorn_iterations
         self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.frozen = True
-        # [global crops, queue_size, D], newest first; ``queue_filled`` once every slot is written.
-        self.register_buffer("queue", torch.zeros(2, queue_size, projection_dim))
-        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.bool))
-
-    @classmethod
-    def fit_options(cls, options: dict[str, Any], num_images: int) -> dict[str, Any]:
-        if options.get("prototypes", 0) == 0:
-            options = dict(options, prototypes=fit_prototypes(num_images))
-        return options
+        # Past embeddings of the two global crops, [queue_size, 2, D] rows.
+        self.queue = RingBuffer(queue_size, (2, projection_dim))
+        self._step_embeddings: torch.Tensor | None = None  # enqueued by on_step_end
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.projector(self.backbone(images)), dim=1)
 
-    def on_step_start(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
+    def on_step_start(self, info: StepInfo) -> None:
+        # Before the step rather than after the previous one: the prototypes the step uses are
+        # unit vectors from the very first step on, as the reference normalises at the start
+        # of each iteration.
         self.prototypes.normalize_()
-        self.frozen = step < self.freeze_prototypes_epochs * steps_per_epoch
+        self.frozen = info.step < self.freeze_prototypes_epochs * info.steps_per_epoch
 
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         z = project_by_size(self.project, views)
         scores = [self.prototypes(view_z, frozen=self.frozen) for view_z in z]
         with torch.no_grad():
             codes = [self._codes(scores[i], z[i], i) for i in range(2)]
-            self._enqueue(z[:2])
+            if len(self.queue):
+                self._step_embeddings = torch.stack([z[0], z[1]], dim=1)
         loss = swav_multicrop(scores, codes, self.temperature)
         return StepOutput(loss, {"prototypes_frozen": float(self.frozen)}, embeddings=z[0].detach(), assignments=codes[0])
 
     def _codes(self, scores: torch.Tensor, z: torch.Tensor, crop: int) -> torch.Tensor:
-        if self.queue.shape[1] and bool(self.queue_filled):
-            queued = self.prototypes(self.queue[crop].to(z.dtype))
+        if len(self.queue) and self.queue.full:
+            queued = self.prototypes(self.queue.rows[:, crop].to(z.dtype))
             return sinkhorn(torch.cat([queued, scores.detach()]), self.epsilon, self.sinkhorn_iterations)[len(queued) :]
         return sinkhorn(scores.detach(), self.epsilon, self.sinkhorn_iterations)
 
-    def _enqueue(self, z: list[torch.Tensor]) -> None:
-        size = self.queue.shape[1]
-        if size == 0:
-            return
-        batch = min(size, len(z[0]))
-        self.queue[:, batch:] = self.queue[:, : size - batch].clone()
-        self.queue[:, :batch] = torch.stack([view_z[:batch] for view_z in z]).to(self.queue.dtype)
-        if bool(self.queue[:, -1].any()):
-            self.queue_filled.fill_(True)
+    def on_step_end(self, info: StepInfo) -> None:
+        if self._step_embeddings is not None:
+            self.queue.push(self._step_embeddings)
+            self._step_embeddings = None
 
     @torch.no_grad()
     def prototype_probabilities(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,10 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import vicreg
-from selfsup.methods.base import Batch, Method, StepOutput
+from selfsup.methods.base import TwoViewMethod
 
 
-class VICReg(Method):
+class VICReg(TwoViewMethod):
     """VICReg (Bardes, Ponce, LeCun, ICLR 2022).
 
     Backbone and a 3-layer expander (paper: 8192-8192-8192) give z for both views; the loss
@@ -39,10 +39,8 @@ class VICReg(Method):
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3)
         self.weights = (sim_weight, var_weight, cov_weight)
 
-    def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
-        loss = vicreg(z_a, z_b, *self.weights)
-        return StepOutput(loss, embeddings=z_a.detach())
+    def pair_loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        return vicreg(z_a, z_b, *self.weights)
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

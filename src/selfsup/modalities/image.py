@@ -1,22 +1,27 @@
 """Images: Fashion-MNIST, digits or a folder; augmented views; kNN, linear and few-shot
-probes, energy AUC and collapse, beside raw pixels and the backbone at random init."""
+probes, energy AUC and collapse, beside raw pixels and the backbone at random init; and
+``selfsup embed --data``."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from selfsup.augment.views import RECIPES, ViewMaker
-from selfsup.backbones import build_backbone
+from selfsup.backbones import build_backbone, uses_convolutions
 from selfsup.config import Config, ConfigError
-from selfsup.data import ImageSet, default_source, load_splits
-from selfsup.evaluate.pipeline import evaluate_method
-from selfsup.methods import Method, build_method, method_class, resolve_method_options
-from selfsup.modalities.base import Modality, say
-
-DEFAULT_BACKBONE = "convnet-small"
+from selfsup.data import DataError, ImageSet, default_source, describe_skipped, iter_folder_batches, load_splits
+from selfsup.data.folder import scan_folder
+from selfsup.evaluate.pipeline import encode, evaluate_method
+from selfsup.files import write_atomic
+from selfsup.methods import Method, method_class
+from selfsup.modalities.base import LoadedRun, Modality, say
 
 
 def default_local_size(global_size: int) -> int:
@@ -34,8 +39,9 @@ def channel_statistics(images: torch.Tensor, max_images: int = 10_000) -> tuple[
 
 class ImageModality(Modality):
     name = "image"
+    default_backbone = "convnet-small"
 
-    def resolve_source(self, config: Config) -> str:
+    def default_source(self) -> str:
         """Fashion-MNIST, falling back to digits with a message when it is not installed."""
         source = default_source()
         if source != "fashion-mnist":
@@ -46,10 +52,9 @@ class ImageModality(Modality):
         return load_splits(config.data.source, config.data.channels, config.data.size, config.data.workers)
 
     def resolve(self, config: Config, pretrain_set: ImageSet) -> Config:
-        method_options = resolve_method_options(config.method)
-        cls = method_class(method_options["name"])
-        method_options = cls.fit_options(method_options, len(pretrain_set))
-        recipe_name = config.augment.recipe or cls.default_recipe
+        """The augmentation recipe (the method's unless set), its crop sizes and the
+        normalisation measured on the data; the stored image shape."""
+        recipe_name = config.augment.recipe or method_class(config.method["name"]).default_recipe
         if recipe_name not in RECIPES:
             raise ConfigError(f"augment.recipe: unknown recipe {recipe_name!r}; available: {', '.join(RECIPES)}")
         recipe = RECIPES[recipe_name]
@@ -73,8 +78,7 @@ class ImageModality(Modality):
             if len(value) != pretrain_set.channels:
                 raise ConfigError(f"augment.{name} has {len(value)} values but the images have {pretrain_set.channels} channels")
         data = dataclasses.replace(config.data, channels=pretrain_set.channels, size=pretrain_set.height)
-        backbone = dataclasses.replace(config.backbone, name=config.backbone.name or DEFAULT_BACKBONE)
-        return dataclasses.replace(config, method=method_options, augment=augment, data=data, backbone=backbone)
+        return dataclasses.replace(config, augment=augment, data=data)
 
     def build_view_maker(self, config: Config) -> ViewMaker:
         augment = config.augment
@@ -87,10 +91,9 @@ class ImageModality(Modality):
         )
         return ViewMaker(recipe, augment.mean, augment.std)
 
-    def build_model(self, config: Config) -> Method:
-        torch.manual_seed(config.train.seed)
-        backbone, dim = build_backbone(config.backbone.name or DEFAULT_BACKBONE, config.data.channels, config.backbone.width)
-        return build_method(config.method, backbone, dim)
+    def build_backbone(self, config: Config, method: type[Method]) -> tuple[nn.Module, int, dict[str, Any]]:
+        backbone, dim = build_backbone(config.backbone.name, config.data.channels, config.backbone.width)
+        return backbone, dim, {}
 
     def evaluate(self, method: Method, view_maker: ViewMaker, config: Config, train: ImageSet, test: ImageSet,
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
@@ -99,6 +102,65 @@ class ImageModality(Modality):
             method, view_maker, train, test, device,
             fewshot_seeds=config.eval.fewshot_seeds,
             energy_images=config.eval.energy_pairs,
-            random_init=self.build_model(config) if config.eval.baselines else None,
+            random_init=baselines.get("random_init"),
             raw_pixels=config.eval.baselines,
         )
+
+
+def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512) -> dict[str, Any]:
+    """Write backbone features of every image of ``source`` to ``out`` (.npy), streaming.
+
+    Built-in sets are embedded train split then test split. A folder is decoded in batches
+    by worker processes and written row by row into a memory-mapped file, so memory does
+    not grow with the number of images; unreadable files are skipped, and ``<out>.files.txt``
+    names the file of each row.
+    """
+    config, method, device = run.config, run.method, run.device
+    view_maker = ImageModality().build_view_maker(config)
+    channels_last = uses_convolutions(method)
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    blank = torch.zeros(2, config.data.channels, config.data.size, config.data.size, dtype=torch.uint8, device=device)
+    dim = method.embed(view_maker.eval_view(blank)).shape[1]
+
+    if source in ("fashion-mnist", "digits"):
+        _, train, test = load_splits(source, config.data.channels, config.data.size)
+        features = torch.cat([encode(method.embed, s.images, view_maker, device, channels_last, batch_size) for s in (train, test)])
+        np.save(out, features.numpy())
+        return {"rows": len(features), "dim": dim, "skipped": 0, "out": str(out)}
+
+    if not Path(source).is_dir():
+        raise DataError(f"data source {source!r} is neither fashion-mnist, digits nor a folder")
+    paths, _ = scan_folder(source)
+    rows = np.lib.format.open_memmap(out.with_suffix(".partial.npy"), mode="w+", dtype=np.float32, shape=(len(paths), dim))
+    written, skipped, names = 0, [], []
+    for batch in iter_folder_batches(source, config.data.channels, config.data.size, batch_size, config.data.workers):
+        skipped += batch.skipped
+        if len(batch.images):
+            features = encode(method.embed, batch.images, view_maker, device, channels_last, batch_size)
+            rows[written : written + len(features)] = features.numpy()
+            names += [str(paths[i]) for i in batch.indices.tolist()]
+            written += len(features)
+    rows.flush()
+    del rows
+    _finish_memmap(out.with_suffix(".partial.npy"), out, written, dim)
+    write_atomic(out.with_name(out.name + ".files.txt"), "".join(name + "\n" for name in names))
+    if skipped:
+        write_atomic(out.with_name(out.name + ".skipped.txt"), describe_skipped(skipped))
+    return {"rows": written, "dim": dim, "skipped": len(skipped), "out": str(out)}
+
+
+def _finish_memmap(partial: Path, out: Path, rows: int, dim: int, chunk: int = 65536) -> None:
+    """Move the first ``rows`` rows of ``partial`` into ``out`` (shorter when files were skipped)."""
+    source = np.load(partial, mmap_mode="r")
+    if rows == len(source):
+        del source
+        os.replace(partial, out)
+        return
+    target = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(rows, dim))
+    for start in range(0, rows, chunk):
+        target[start : start + chunk] = source[start : min(rows, start + chunk)]
+    target.flush()
+    del target, source
+    partial.unlink()

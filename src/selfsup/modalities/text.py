@@ -1,5 +1,6 @@
 """Text: corpus -> tokenizer -> token sequences -> model; masked-token accuracy, the
-pseudo-likelihood energy, the homonym check and probes on the documents' packages.
+pseudo-likelihood energy, the homonym check and probes on the documents' packages; and
+``selfsup fill-mask``, ``embed --text`` and ``similar-words``.
 
 A text run directory also holds ``tokenizer.json``, trained on the run's training documents.
 """
@@ -7,23 +8,28 @@ A text run directory also holds ``tokenizer.json``, trained on the run's trainin
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from selfsup.augment.masking import FIRST_REGULAR_ID, TokenViews
-from selfsup.backbones.text import TransformerEncoder
+from selfsup.augment.masking import TokenViews
+from selfsup.backbones.text import StaticEmbedding, TransformerEncoder
 from selfsup.config import Config, ConfigError
+from selfsup.data import labelled_subset
 from selfsup.data.text import load_corpus, split_corpus
 from selfsup.data.tokenizer import (
+    FIRST_REGULAR_ID,
+    MASK_ID,
+    PAD_ID,
     encode_documents,
     load_tokenizer,
     save_tokenizer,
     train_tokenizer,
 )
-from selfsup.evaluate.pipeline import labelled_subset
+from selfsup.data.tokens import TokenSet
 from selfsup.evaluate.protocol import split_accuracy_metrics
 from selfsup.evaluate.text import (
     HOMONYMS,
@@ -32,52 +38,14 @@ from selfsup.evaluate.text import (
     masked_token_metrics,
     pseudo_likelihood_auc,
 )
-from selfsup.methods import (
-    MaskedLanguageModel,
-    Method,
-    build_method,
-    method_class,
-    resolve_method_options,
-)
-from selfsup.methods.static import StaticEmbedding, StaticWordModel
-from selfsup.modalities.base import Modality, say
+from selfsup.methods import Method, method_class
+from selfsup.modalities.base import LoadedRun, Modality, say
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_SOURCE = "stdlib-docs"
 DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_HEADS = 256, 4, 4
 _EVALUATION_SEED = 1234
 _ENERGY_SENTENCES, _ENERGY_TOKENS = 256, 32  # PLL costs one forward per token: kept small
-
-
-@dataclass
-class TokenSet:
-    """Tokenised documents: ``samples`` [N, 2, T] int64 holds the token ids (channel 0) and
-    the word index of each token (channel 1, -1 at special tokens), which whole-word masking
-    needs; ``labels`` [N] (-1 unlabelled) index ``class_names``."""
-
-    samples: Tensor
-    labels: Tensor
-    name: str
-    class_names: list[str]
-    vocab_size: int
-    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def describe_rows(self) -> str:
-        return f"documents of up to {self.samples.shape[-1]} tokens (vocabulary {self.vocab_size})"
-
-    @property
-    def ids(self) -> Tensor:
-        return self.samples[:, 0]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def subset(self, indices: Tensor, name: str) -> TokenSet:
-        return TokenSet(self.samples[indices], self.labels[indices], name, self.class_names, self.vocab_size, self.skipped)
 
 
 def load_text_data(config: Config, run_dir: Path) -> tuple[TokenSet, TokenSet, TokenSet]:
@@ -102,47 +70,13 @@ def load_text_data(config: Config, run_dir: Path) -> tuple[TokenSet, TokenSet, T
     return sets[0], sets[0], sets[1]
 
 
-def resolve_text(config: Config, pretrain_set: TokenSet) -> Config:
-    """Fill the values left open for a text run: the encoder's sizes, the vocabulary the
-    tokenizer ended with and the method's options."""
-    method_options = resolve_method_options(config.method)
-    static = issubclass(method_class(method_options["name"]), StaticWordModel)
-    backbone = dataclasses.replace(
-        config.backbone,
-        name=config.backbone.name or ("embedding" if static else "transformer"),
-        width=config.backbone.width or DEFAULT_WIDTH,
-        depth=config.backbone.depth or DEFAULT_DEPTH,
-        heads=config.backbone.heads or DEFAULT_HEADS,
-    )
-    expected = "embedding" if static else "transformer"
-    if backbone.name != expected:
-        raise ConfigError(f"backbone.name: method {method_options['name']!r} uses the {expected!r} encoder, got {backbone.name!r}")
-    text = dataclasses.replace(config.text, vocab_size=pretrain_set.vocab_size)
-    return dataclasses.replace(config, method=method_options, backbone=backbone, text=text)
-
-
-def build_text_model(config: Config) -> Method:
-    """The text model with its encoder (a transformer, or a lookup table for the static
-    word models) at the initialisation given by ``train.seed``."""
-    torch.manual_seed(config.train.seed)
-    cls = method_class(config.method["name"])
-    if issubclass(cls, StaticWordModel):
-        encoder = StaticEmbedding(config.text.vocab_size, config.backbone.width)
-    else:
-        encoder = TransformerEncoder(
-            config.text.vocab_size, width=config.backbone.width, depth=config.backbone.depth, heads=config.backbone.heads,
-            max_length=config.text.max_length, causal=cls.causal_attention,
-        )
-    return build_method(config.method, encoder, encoder.output_dim)
-
-
-def build_token_views(config: Config) -> TokenViews:
-    options = resolve_method_options(config.method)
-    masking = method_class(options["name"]).masking
-    if masking == "none":  # causal and static models read the sequences as they are
-        return TokenViews(masking, config.text.vocab_size)
+def build_token_views(config: Config, method: type[Method]) -> TokenViews:
+    """The method's masking of the token ids (causal and static models read them as they are)."""
+    if method.masking == "none":
+        return TokenViews(method.masking, config.text.vocab_size)
+    options = config.method
     return TokenViews(
-        masking, config.text.vocab_size,
+        method.masking, config.text.vocab_size,
         rate=options["mask_rate"], mask_fraction=options["mask_fraction"], random_fraction=options["random_fraction"],
     )
 
@@ -157,7 +91,7 @@ def evaluate_text(method: Method, views: TokenViews, config: Config, train: Toke
     method.eval()
     generator = torch.Generator().manual_seed(_EVALUATION_SEED)
     result = {}
-    if isinstance(method, MaskedLanguageModel):
+    if method.predicts_tokens:
         result.update(masked_token_metrics(method, views, test.samples.to(device), generator))
     sentences = test.ids[:_ENERGY_SENTENCES, : _ENERGY_TOKENS].to(device)
     result["energy_auc"] = pseudo_likelihood_auc(method, sentences, config.text.vocab_size, generator)
@@ -210,22 +144,39 @@ def encode_text(tokenizer, text: str, max_length: int) -> Tensor:
 
 class TextModality(Modality):
     name = "text"
+    default_backbone = "transformer"
     shared_files = (TOKENIZER_FILE,)
 
-    def resolve_source(self, config: Config) -> str:
+    def default_source(self) -> str:
         return DEFAULT_SOURCE
 
     def load_data(self, config: Config, run_dir: Path) -> tuple[TokenSet, TokenSet, TokenSet]:
         return load_text_data(config, run_dir)
 
     def resolve(self, config: Config, pretrain_set: TokenSet) -> Config:
-        return resolve_text(config, pretrain_set)
+        """The encoder's sizes and the vocabulary the tokenizer ended with."""
+        backbone = dataclasses.replace(
+            config.backbone,
+            width=config.backbone.width or DEFAULT_WIDTH,
+            depth=config.backbone.depth or DEFAULT_DEPTH,
+            heads=config.backbone.heads or DEFAULT_HEADS,
+        )
+        text = dataclasses.replace(config.text, vocab_size=pretrain_set.vocab_size)
+        return dataclasses.replace(config, backbone=backbone, text=text)
 
     def build_view_maker(self, config: Config) -> TokenViews:
-        return build_token_views(config)
+        return build_token_views(config, method_class(config.method["name"]))
 
-    def build_model(self, config: Config) -> Method:
-        return build_text_model(config)
+    def build_backbone(self, config: Config, method: type[Method]) -> tuple[nn.Module, int, dict[str, Any]]:
+        """A transformer, or a lookup table for the static word models."""
+        if config.backbone.name == "embedding":
+            encoder = StaticEmbedding(config.text.vocab_size, config.backbone.width)
+        else:
+            encoder = TransformerEncoder(
+                config.text.vocab_size, width=config.backbone.width, depth=config.backbone.depth, heads=config.backbone.heads,
+                max_length=config.text.max_length, causal=method.causal_attention,
+            )
+        return encoder, encoder.output_dim, {}
 
     def baseline_runs(self, config: Config) -> dict[str, Config]:
         """Mean word2vec vectors (5 epochs on the same corpus and vocabulary), the static
@@ -242,6 +193,63 @@ class TextModality(Modality):
     def evaluate(self, method: Method, view_maker: TokenViews, config: Config, train: TokenSet, test: TokenSet,
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
         say("evaluating: masked-token accuracy and perplexity, pseudo-likelihood energy AUC, probes, baselines")
-        if config.eval.baselines:
-            baselines = {"random_init": self.build_model(config), **baselines}
         return evaluate_text(method, view_maker, config, train, test, device, run_tokenizer(run_dir), baselines)
+
+
+# ---------------------------------------------------------------------------- commands
+@torch.no_grad()
+def fill_mask(run: LoadedRun, text: str, top_k: int = 5) -> list[tuple[int, list[tuple[str, float]]]]:
+    """For each [MASK] of ``text``: its index among the masks and the ``top_k`` most likely
+    tokens with their probabilities under the run's masked language model."""
+    method, tokenizer = run.method, run_tokenizer(run.run_dir)
+    if method.causal_attention:
+        raise ConfigError(f"{run.run_dir} holds a causal model, which predicts the next token, not masked ones; use an mlm run")
+    if not method.predicts_tokens:
+        raise ConfigError(f"{run.run_dir} holds a {method.name} model, which predicts no tokens; use an mlm run")
+    ids = encode_text(tokenizer, text, run.config.text.max_length).to(run.device)
+    positions = (ids[0] == MASK_ID).nonzero().flatten()
+    if len(positions) == 0:
+        raise ConfigError(f"no [MASK] in {text!r}; write [MASK] where a word is to be predicted")
+    probabilities = method.token_log_probabilities(ids)[0, positions].exp()
+    best = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+    return [
+        (index, [(tokenizer.id_to_token(int(token)), float(p)) for token, p in zip(best.indices[index], best.values[index])])
+        for index in range(len(positions))
+    ]
+
+
+@torch.no_grad()
+def embed_texts(run: LoadedRun, texts: list[str], out: Path | None, tokens: bool = False) -> dict[str, Any]:
+    """Sentence embeddings [len(texts), D] (mean of the contextual token embeddings), or with
+    ``tokens`` the contextual embedding of every token of the first text [T, D]; written to
+    ``out`` (.npy) when given."""
+    method, tokenizer = run.method, run_tokenizer(run.run_dir)
+    ids = torch.cat([encode_text(tokenizer, text, run.config.text.max_length) for text in texts]).to(run.device)
+    if tokens:
+        real = ids[0] != PAD_ID
+        features = method.hidden(ids[:1])[0, real].float().cpu().numpy()
+    else:
+        features = method.embed(ids).float().cpu().numpy()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, features)
+    return {"rows": len(features), "dim": features.shape[1], "skipped": 0, "out": str(out) if out else "-", "features": features}
+
+
+@torch.no_grad()
+def similar_words(run: LoadedRun, word: str, top_k: int = 10) -> list[tuple[str, float]]:
+    """The ``top_k`` vocabulary entries whose vectors are closest (cosine) to ``word``'s in
+    a static word model (word2vec, GloVe)."""
+    config, method, tokenizer = run.config, run.method, run_tokenizer(run.run_dir)
+    if not method.has_word_vectors:
+        raise ConfigError(f"{run.run_dir} holds a {config.method['name']} model, whose word vectors depend on the sentence; "
+                          "similar words need a static model (method.name=word2vec or glove)")
+    token = tokenizer.token_to_id(word.lower() if config.text.lowercase else word)
+    if token is None:
+        raise ConfigError(f"{word!r} is not a single token of the run's vocabulary ({config.text.vocab_size} tokens)")
+    vectors = torch.nn.functional.normalize(method.word_vectors().float(), dim=1)
+    cosines = vectors @ vectors[token]
+    cosines[:FIRST_REGULAR_ID] = -2  # special tokens are not words
+    cosines[token] = -2
+    best = cosines.topk(min(top_k, len(cosines) - FIRST_REGULAR_ID - 1))
+    return [(tokenizer.id_to_token(int(i)), float(c)) for i, c in zip(best.indices, best.values)]

@@ -1,5 +1,6 @@
 """Video: clips of moving sprites -> (past, future) pairs -> a model of continuations; the
-energy of true against wrong continuations, best-of-K futures, probes on the sprite class.
+energy of true against wrong continuations, best-of-K futures, probes on the sprite class;
+and ``selfsup predict``.
 
 A video run directory also holds ``predictions.png``: sampled futures of a few held-out
 clips (``selfsup predict`` draws more).
@@ -9,21 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from selfsup.augment.clips import ClipViews
 from selfsup.backbones.video import ClipShape, FrameEncoder
 from selfsup.config import Config, ConfigError
 from selfsup.data.sequences import ClipSet, load_sequences
-from selfsup.evaluate.video import evaluate_video
-from selfsup.methods import Method, build_method, resolve_method_options
-from selfsup.modalities.base import Modality, say
+from selfsup.evaluate.video import evaluate_video, futures_quality
+from selfsup.methods import Method
+from selfsup.modalities.base import LoadedRun, Modality, say
 from selfsup.report.frames import futures_grid, save_png
 
 DEFAULT_SOURCE = "moving-sprites"
-BACKBONE = "frames"
 DEFAULT_WIDTH = 32
 PREDICTIONS_FILE = "predictions.png"
 _TEST_SEED_OFFSET = 1_000_003  # held-out clips never share a generator seed with training clips
@@ -57,7 +58,7 @@ def sample_predictions(method: Method, views: ClipViews, clips: ClipSet, samples
 def render_predictions(method: Method, views: ClipViews, clips: ClipSet, path: Path, samples: int = 5, count: int = 4) -> Path | None:
     """Draw ``samples`` futures for the first ``count`` clips into a PNG at ``path`` (None for
     models without a decoder)."""
-    if not hasattr(method, "sample_futures"):
+    if not method.samples_futures:
         return None
     drawn = clips.subset(torch.arange(min(count, len(clips))), clips.name)
     return save_png(futures_grid(*sample_predictions(method, views, drawn, samples)), path)
@@ -65,8 +66,9 @@ def render_predictions(method: Method, views: ClipViews, clips: ClipSet, path: P
 
 class VideoModality(Modality):
     name = "video"
+    default_backbone = "frames"
 
-    def resolve_source(self, config: Config) -> str:
+    def default_source(self) -> str:
         return DEFAULT_SOURCE
 
     def load_data(self, config: Config, run_dir: Path) -> tuple[ClipSet, ClipSet, ClipSet]:
@@ -74,33 +76,49 @@ class VideoModality(Modality):
         return train, train, load_clips(config, "test")
 
     def resolve(self, config: Config, pretrain_set: ClipSet) -> Config:
-        method_options = resolve_method_options(config.method)
-        name = config.backbone.name or BACKBONE
-        if name != BACKBONE:
-            raise ConfigError(f"backbone.name: video methods use the {BACKBONE!r} encoder (per-frame convolutions), got {name!r}")
-        backbone = dataclasses.replace(config.backbone, name=name, width=config.backbone.width or DEFAULT_WIDTH)
+        """The frame encoder's width and the clips' frame shape."""
+        backbone = dataclasses.replace(config.backbone, width=config.backbone.width or DEFAULT_WIDTH)
         data = dataclasses.replace(config.data, channels=1, size=config.video.size)
-        return dataclasses.replace(config, method=method_options, backbone=backbone, data=data)
+        return dataclasses.replace(config, backbone=backbone, data=data)
 
     def build_view_maker(self, config: Config) -> ClipViews:
         return ClipViews(config.video.frames_in)
 
-    def build_model(self, config: Config) -> Method:
-        """The method on a :class:`FrameEncoder` of ``backbone.width`` channels in its first
-        stage and 4 x width features per frame."""
-        torch.manual_seed(config.train.seed)
+    def build_backbone(self, config: Config, method: type[Method]) -> tuple[nn.Module, int, dict[str, Any]]:
+        """A :class:`FrameEncoder` of ``backbone.width`` channels in its first stage and
+        4 x width features per frame; the method is also given the clip shape."""
         width = config.backbone.width or DEFAULT_WIDTH
         encoder = FrameEncoder(1, config.video.size, width, 4 * width)
-        return build_method(config.method, encoder, encoder.output_dim, clip=clip_shape(config))
+        return encoder, encoder.output_dim, {"clip": clip_shape(config)}
 
     def evaluate(self, method: Method, view_maker: ClipViews, config: Config, train: ClipSet, test: ClipSet,
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
         say("evaluating: continuation energies, best-of-K futures, probes on the sprite class, collapse, baselines")
         result = evaluate_video(
             method, view_maker, train, test, device, fewshot_seeds=config.eval.fewshot_seeds,
-            random_init=self.build_model(config) if config.eval.baselines else None, raw_pixels=config.eval.baselines,
+            random_init=baselines.get("random_init"), raw_pixels=config.eval.baselines,
         )
         picture = render_predictions(method, view_maker, test, run_dir / PREDICTIONS_FILE)
         if picture is not None:
             result["predictions"] = str(picture)
         return result
+
+
+@torch.no_grad()
+def predict(run: LoadedRun, samples: int = 8, clips: int = 4, seed: int = 0, out: Path | None = None) -> dict[str, Any]:
+    """Draw ``samples`` sampled futures for each of the first ``clips`` held-out clips of a
+    video run into a PNG grid (the past and the true future on top of each block), and
+    measure on those clips the best-of-K error and the diversity of the samples."""
+    if not run.method.samples_futures:
+        raise ConfigError(f"{run.run_dir} holds a {run.config.method['name']} model, which predicts embeddings, not frames; "
+                          "sampled futures need a model with a decoder (method.name=lvp)")
+    if samples < 1 or clips < 1:
+        raise ConfigError(f"samples and clips must be at least 1, got {samples} and {clips}")
+    test = load_clips(run.config, "test")
+    test = test.subset(torch.arange(min(clips, len(test))), test.name)
+    out = out or run.run_dir / f"futures-K{samples}.png"
+    past, future, futures = sample_predictions(run.method, ClipViews(run.config.video.frames_in), test, samples, seed)
+    save_png(futures_grid(past, future, futures), out)
+    best, diversity = futures_quality(futures, future, (samples,))
+    return {"clips": len(test), "samples": samples, "best_of_k": round(float(best[samples].mean()), 4),
+            "sample_diversity": round(float(diversity.mean()), 4), "out": str(out)}

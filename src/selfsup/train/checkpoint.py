@@ -1,4 +1,5 @@
-"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically; and
+the trainer's policy of when to write them.
 
 A checkpoint is a directory ``checkpoints/step-00001234/`` holding ``model.safetensors``
 (the method's parameters and buffers), ``optimizer.safetensors`` (the optimiser's tensor
@@ -18,6 +19,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from selfsup import distributed
 
 PREFIX = "step-"
 MODEL_FILE = "model.safetensors"
@@ -160,3 +163,50 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class CheckpointPolicy:
+    """When and how the trainer checkpoints: every ``every`` steps and at each epoch end
+    (rank 0 writes, every process waits), never weights that are not finite; resuming
+    takes the newest complete checkpoint."""
+
+    def __init__(self, directory: Path, every: int, steps_per_epoch: int):
+        self.directory, self.every, self.steps_per_epoch = directory, every, steps_per_epoch
+        self.saved_step: int | None = None
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step % self.steps_per_epoch == 0
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        # A checkpoint is only ever a good one: weights that overflowed are never written.
+        tensors = model.state_dict().values()
+        if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
+            raise TrainingDiverged(f"weights became non-finite at step {step}; training stopped, {self.last_good()}")
+        if distributed.is_main_process():
+            save_checkpoint(self.directory, step, model, optimizer, state)
+        distributed.barrier()
+        self.saved_step = step
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, global_batch: int) -> dict[str, Any]:
+        """Load the newest checkpoint into ``model`` and ``optimizer``; returns its state."""
+        latest = latest_checkpoint(self.directory)
+        if latest is None:
+            raise CheckpointError(f"nothing to resume: {self.directory} holds no complete checkpoint")
+        state = load_checkpoint(latest, model, optimizer)
+        if state["global_batch"] != global_batch:
+            raise CheckpointError(
+                f"{latest} was written with a global batch of {state['global_batch']}, this run has {global_batch}; "
+                "resume with the same batch size and number of processes"
+            )
+        self.saved_step = state["step"]
+        return state
+
+    def last_good(self) -> str:
+        last = latest_checkpoint(self.directory)
+        if last is None:
+            return "no checkpoint had been written"
+        return f"the last good checkpoint is {last} (step {json.loads((last / STATE_FILE).read_text())['step']})"

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from selfsup.config import ConfigError
+from selfsup.schedules import warmup_cosine
 
 
 class LARS(torch.optim.Optimizer):
@@ -79,3 +80,19 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     raise ConfigError(f"train.optimizer: {name!r} is not one of sgd, lars, adamw")
+
+
+class LearningRateSchedule:
+    """The learning rate of every step: a linear warm-up over ``warmup_steps`` (at most a
+    tenth of the run: short runs would spend most of their steps warming up), then a cosine
+    decay to 0 at the planned end; groups flagged ``fixed_lr`` stay at the base rate."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int):
+        self.optimizer, self.base_lr, self.warmup_steps = optimizer, base_lr, warmup_steps
+
+    def apply(self, step: int, total_steps: int) -> float:
+        """Set the rate of step ``step`` of ``total_steps`` in the optimiser; returns it."""
+        lr = warmup_cosine(step, total_steps, min(self.warmup_steps, total_steps // 10), self.base_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base_lr if group.get("fixed_lr") else lr
+        return lr

@@ -1,0 +1,65 @@
+"""How long a run trains: a fixed number of steps, or as many as a wall-clock budget allows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from selfsup import distributed
+
+# Steps timed, counted from the start of this process, to fit the schedule to a budget
+# (the first few are skipped: they include one-off allocation costs).
+CALIBRATION_STEPS = range(3, 13)
+# Share of the measured step rate planned for, leaving room for logging and checkpoints.
+BUDGET_SAFETY = 0.95
+
+
+class BudgetPlanner:
+    """The planned number of steps and whether the budget is spent.
+
+    With ``planned_steps`` (a number of epochs) the length is known. With only a
+    ``budget`` (seconds), the schedule is fitted once the step time is measured on
+    :data:`CALIBRATION_STEPS`; until then :attr:`total_steps` is a provisional length that
+    keeps the warm-up correct. Time comes from ``clock`` (seconds), rank 0's clock deciding
+    for every process so that all stop at the same step; ``elapsed_before`` is the training
+    time of the run before a resumption.
+    """
+
+    def __init__(self, budget: float | None, planned_steps: int | None, provisional_steps: int,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.budget, self.planned_steps, self.provisional_steps, self.clock = budget, planned_steps, provisional_steps, clock
+        self.start(0, 0.0)
+
+    def start(self, step: int, elapsed_before: float) -> None:
+        self.steps_at_start, self.elapsed_before = step, elapsed_before
+        self.started = self.clock() - elapsed_before
+        self._calibration_start: float | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.planned_steps or self.provisional_steps
+
+    def elapsed(self) -> float:
+        """Training seconds of the run so far, earlier processes included."""
+        return self.clock() - self.started
+
+    def budget_spent(self) -> bool:
+        return self.budget is not None and bool(distributed.broadcast_int(int(self.elapsed() >= self.budget)))
+
+    def after_step(self, step: int) -> float | None:
+        """Call after each step with the steps done; returns the measured seconds per step
+        when this step fitted the schedule to the budget."""
+        done_here = step - self.steps_at_start
+        if done_here == CALIBRATION_STEPS.start:
+            self._calibration_start = self.clock()
+        if self.planned_steps is None and done_here == CALIBRATION_STEPS.stop:
+            now = self.clock()
+            seconds_per_step = (now - self._calibration_start) / len(CALIBRATION_STEPS)
+            remaining = self.budget - (now - self.started)
+            self.planned_steps = distributed.broadcast_int(max(step + 1, step + int(BUDGET_SAFETY * remaining / seconds_per_step)))
+            return seconds_per_step
+        return None
+
+    def samples_per_second(self, step: int, global_batch: int) -> float:
+        """Samples per second of this process's steps."""
+        return (step - self.steps_at_start) * global_batch / max(self.elapsed() - self.elapsed_before, 1e-9)
