@@ -32,15 +32,8 @@ class BarlowTwins(TwoViewMethod):
     summary = "regularised: cross-correlation of the two views' embeddings driven to identity (Zbontar et al. 2021)"
     train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "epochs": 100}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        projection_dim: int = 2048,
-        hidden_dim: int = 2048,
-        lambda_offdiag: float = 0.0051,
-        scale_lambda: bool = True,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 2048, hidden_dim: int = 2048,
+                 lambda_offdiag: float = 0.0051, scale_lambda: bool = True):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3)
         self.lambda_offdiag = lambda_offdiag * (_REFERENCE_DIM / projection_dim if scale_lambda else 1.0)

@@ -30,14 +30,8 @@ class BYOL(Method):
     default_recipe = "byol"
     train_recipe = {"optimizer": "lars", "lr": 1.0, "weight_decay": 1e-5, "epochs": 100}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        projection_dim: int = 256,
-        hidden_dim: int = 4096,
-        base_momentum: float = 0.996,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 256, hidden_dim: int = 4096,
+                 base_momentum: float = 0.996):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
         self.predictor = ProjectionHead(projection_dim, hidden_dim, projection_dim, layers=2)

@@ -76,19 +76,9 @@ class DeepClusterV2(Method):
     has_prototypes = True
     data_sized_options = {"prototypes": fit_prototypes, "dataset_size": lambda num_images: num_images}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        projection_dim: int = 128,
-        hidden_dim: int = 2048,
-        prototypes: int = 0,
-        heads: int = 3,
-        temperature: float = 0.1,
-        kmeans_iterations: int = 10,
-        dataset_size: int = 0,
-        kmeans_seed: int = 0,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 128, hidden_dim: int = 2048,
+                 prototypes: int = 0, heads: int = 3, temperature: float = 0.1, kmeans_iterations: int = 10,
+                 dataset_size: int = 0, kmeans_seed: int = 0):
         super().__init__(backbone)
         if dataset_size <= 0:
             raise ValueError("deepcluster-v2 needs dataset_size (the number of training images) for its memory bank")

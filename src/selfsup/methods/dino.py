@@ -44,22 +44,11 @@ class DINO(Method):
     has_prototypes = True
     data_sized_options = {"output_dim": fit_dino_outputs}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        output_dim: int = 0,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        student_temperature: float = 0.1,
-        teacher_temperature: float = 0.07,
-        warmup_teacher_temperature: float = 0.04,
-        teacher_temperature_warmup: float = 0.3,
-        center_momentum: float = 0.9,
-        base_momentum: float = 0.996,
-        freeze_last_layer_epochs: float = 1.0,
-        head_batch_norm: bool = True,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, output_dim: int = 0, hidden_dim: int = 2048,
+                 bottleneck_dim: int = 256, student_temperature: float = 0.1, teacher_temperature: float = 0.07,
+                 warmup_teacher_temperature: float = 0.04, teacher_temperature_warmup: float = 0.3,
+                 center_momentum: float = 0.9, base_momentum: float = 0.996, freeze_last_layer_epochs: float = 1.0,
+                 head_batch_norm: bool = True):
         super().__init__(backbone)
         self.head = DINOHead(backbone_dim, output_dim or DINO_OUTPUTS, hidden_dim, bottleneck_dim, batch_norm=head_batch_norm)
         self.teacher = MomentumEncoder(backbone, self.head)

@@ -94,18 +94,9 @@ class JEPA(Method):
     # predictor on the same clips; the paper's starting weight decay, held constant.
     train_recipe = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.04, "epochs": 40, "batch_size": 64}
 
-    def __init__(
-        self,
-        backbone: FrameEncoder,
-        backbone_dim: int,
-        clip: ClipShape,
-        predictor_width: int = 64,
-        predictor_depth: int = 3,
-        predictor_heads: int = 4,
-        predictor_mlp_ratio: int = 4,
-        base_momentum: float = 0.996,
-        loss: str = "l1",
-    ):
+    def __init__(self, backbone: FrameEncoder, backbone_dim: int, clip: ClipShape, predictor_width: int = 64,
+                 predictor_depth: int = 3, predictor_heads: int = 4, predictor_mlp_ratio: int = 4,
+                 base_momentum: float = 0.996, loss: str = "l1"):
         super().__init__(backbone)
         if loss not in LOSSES:
             raise ValueError(f"method.loss must be one of {', '.join(LOSSES)}, got {loss!r}")

@@ -56,14 +56,8 @@ class MaskedLanguageModel(Method):
     default_backbone = "transformer"
     train_recipe = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 40, "batch_size": 64}
 
-    def __init__(
-        self,
-        backbone: TransformerEncoder,
-        backbone_dim: int,
-        mask_rate: float = 0.15,
-        mask_fraction: float = 0.8,
-        random_fraction: float = 0.1,
-    ):
+    def __init__(self, backbone: TransformerEncoder, backbone_dim: int, mask_rate: float = 0.15,
+                 mask_fraction: float = 0.8, random_fraction: float = 0.1):
         super().__init__(backbone)
         if not isinstance(backbone, TransformerEncoder):
             raise TypeError(f"method {self.name!r} needs a TransformerEncoder backbone, got {type(backbone).__name__}")

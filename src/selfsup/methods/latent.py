@@ -213,23 +213,10 @@ class LatentVariablePredictor(Method):
     # convolutional auto-encoders; no weight decay, the latent is what is regularised.
     train_recipe = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.0, "epochs": 40, "batch_size": 64}
 
-    def __init__(
-        self,
-        backbone: FrameEncoder,
-        backbone_dim: int,
-        clip: ClipShape,
-        z_dim: int = 16,
-        regularizer: str = "l1",
-        regularizer_weight: float = 1e-3,
-        norm_radius: float = 1.0,
-        inference_steps: int = 5,
-        inference_lr: float = 1.0,
-        inference_start: str = "amortized",
-        conditioning: float = 1.0,
-        hidden_dim: int = 256,
-        decoder_width: int = 32,
-        bank_size: int = 4096,
-    ):
+    def __init__(self, backbone: FrameEncoder, backbone_dim: int, clip: ClipShape, z_dim: int = 16,
+                 regularizer: str = "l1", regularizer_weight: float = 1e-3, norm_radius: float = 1.0,
+                 inference_steps: int = 5, inference_lr: float = 1.0, inference_start: str = "amortized",
+                 conditioning: float = 1.0, hidden_dim: int = 256, decoder_width: int = 32, bank_size: int = 4096):
         super().__init__(backbone)
         self.regularizer_part = latent_regularizer(regularizer, norm_radius)
         if inference_start not in INFERENCE_STARTS:

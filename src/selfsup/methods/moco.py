@@ -40,17 +40,8 @@ class MoCoV2(Method):
     train_recipe = {"optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4, "epochs": 100}
     data_sized_options = {"queue_size": lambda num_images: max(256, min(65536, num_images // 4))}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        projection_dim: int = 128,
-        hidden_dim: int = 2048,
-        temperature: float = 0.2,
-        momentum: float = 0.999,
-        queue_size: int = 0,
-        bn_groups: int = 2,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 128, hidden_dim: int = 2048,
+                 temperature: float = 0.2, momentum: float = 0.999, queue_size: int = 0, bn_groups: int = 2):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2, hidden_norm=False)
         self.key_encoder = MomentumEncoder(backbone, self.projector)
@@ -104,15 +95,8 @@ class MoCoV3(Method):
     summary = "contrastive: symmetric in-batch InfoNCE against a momentum encoder, with predictor (Chen et al. 2021)"
     train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "epochs": 100}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        projection_dim: int = 256,
-        hidden_dim: int = 4096,
-        temperature: float = 1.0,
-        base_momentum: float = 0.99,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 256, hidden_dim: int = 4096,
+                 temperature: float = 1.0, base_momentum: float = 0.99):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3, output_norm=True)
         self.predictor = ProjectionHead(projection_dim, hidden_dim, projection_dim, layers=2, output_norm=True)

@@ -38,19 +38,9 @@ class PAWS(Method):
     default_recipe = "multicrop"
     train_recipe = {"optimizer": "lars", "lr": 3.2, "weight_decay": 1e-6, "epochs": 100}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        labels_per_class: int = 10,
-        support_per_class: int = 0,
-        projection_dim: int = 128,
-        hidden_dim: int = 2048,
-        temperature: float = 0.1,
-        sharpen_temperature: float = 0.25,
-        label_smoothing: float = 0.1,
-        me_max: bool = True,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, labels_per_class: int = 10, support_per_class: int = 0,
+                 projection_dim: int = 128, hidden_dim: int = 2048, temperature: float = 0.1,
+                 sharpen_temperature: float = 0.25, label_smoothing: float = 0.1, me_max: bool = True):
         super().__init__(backbone)
         if labels_per_class < 1:
             raise ValueError(f"paws needs at least one label per class, got labels_per_class={labels_per_class}")

@@ -32,14 +32,8 @@ class SimCLR(TwoViewMethod):
     summary = "contrastive: NT-Xent over two views, in-batch negatives (Chen et al. 2020)"
     train_recipe = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-5, "epochs": 100}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        projection_dim: int = 256,
-        hidden_dim: int = 2048,
-        temperature: float = 0.5,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 256, hidden_dim: int = 2048,
+                 temperature: float = 0.5):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
         self.temperature = temperature

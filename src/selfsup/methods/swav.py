@@ -42,19 +42,9 @@ class SwAV(Method):
     has_prototypes = True
     data_sized_options = {"prototypes": fit_prototypes}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        projection_dim: int = 128,
-        hidden_dim: int = 2048,
-        prototypes: int = 0,
-        temperature: float = 0.1,
-        epsilon: float = 0.05,
-        sinkhorn_iterations: int = 3,
-        freeze_prototypes_epochs: float = 1.0,
-        queue_size: int = 0,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 128, hidden_dim: int = 2048,
+                 prototypes: int = 0, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iterations: int = 3,
+                 freeze_prototypes_epochs: float = 1.0, queue_size: int = 0):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=2)
         self.prototypes = Prototypes(projection_dim, prototypes or SWAV_PROTOTYPES)

@@ -25,16 +25,8 @@ class VICReg(TwoViewMethod):
     summary = "regularised: invariance + variance hinge + covariance penalty (Bardes et al. 2022)"
     train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "epochs": 100}
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        backbone_dim: int,
-        projection_dim: int = 2048,
-        hidden_dim: int = 2048,
-        sim_weight: float = 25.0,
-        var_weight: float = 25.0,
-        cov_weight: float = 1.0,
-    ):
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 2048, hidden_dim: int = 2048,
+                 sim_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3)
         self.weights = (sim_weight, var_weight, cov_weight)
