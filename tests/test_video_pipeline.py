@@ -78,8 +78,7 @@ def test_evaluate_and_load_run_read_a_video_run(lvp_run):
     # The same checkpoint and the same held-out clips: the same energies.
     assert again["energy_auc_by_negative"] == summary["energy_auc_by_negative"]
     run = runs.load_run(run_dir)
-    config, method, state = run.config, run.method, run.state
-    assert int(method.bank.count) > 0 and state["step"] == summary["steps"]
+    assert int(run.method.bank.count) > 0 and run.state["step"] == summary["steps"]
 
 
 @pytest.mark.e2e

@@ -9,9 +9,9 @@ from selfsup.methods import StepInfo, build_method
 from selfsup.methods.byol import BYOL
 from selfsup.methods.moco import MoCoV2, MoCoV3
 from selfsup.methods.simsiam import SimSiam
+from selfsup.schedules import cosine_increase
 from selfsup.train.logging import read_metrics
 from selfsup.train.optim import build_optimizer
-from selfsup.schedules import cosine_increase
 
 SMALL_HEADS = {
     "simclr": ["method.hidden_dim=64", "method.projection_dim=32"],
@@ -112,7 +112,8 @@ def test_stop_gradient_keeps_targets_out_of_the_graph():
 
 def test_simsiam_predictor_keeps_a_fixed_learning_rate():
     simsiam = _tiny(SimSiam, projection_dim=16, predictor_dim=4)
-    optimizer = build_optimizer("sgd", simsiam, lr=0.05, weight_decay=1e-4, momentum=0.9)
+    optimizer = build_optimizer("sgd", simsiam, lr=0.05, weight_decay=1e-4, momentum=0.9,
+                                fixed_lr_modules=simsiam.fixed_lr_modules())
     predictor = {id(p) for p in simsiam.predictor.parameters()}
     for group in optimizer.param_groups:
         assert group["fixed_lr"] == all(id(p) in predictor for p in group["params"])

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from selfsup.methods import Batch, build_method
 from selfsup.backbones.text import StaticEmbedding
+from selfsup.methods import Batch, build_method
 from selfsup.methods.static import GloVe, Word2Vec, window_pairs
 
 IDS = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 8, 5, 3, 0, 0]])  # [CLS] ... [SEP] [PAD]

@@ -30,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-from selfsup.data.tokenizer import FIRST_REGULAR_ID, MASK_ID, PAD_ID
+from selfsup.data.tokenizer import FIRST_REGULAR_ID, MASK_ID
 from selfsup.losses.masked import IGNORE
 
 __all__ = [

@@ -11,6 +11,7 @@ from selfsup.methods.base import Batch, Method, StepInfo, StepOutput, project_by
 from selfsup.methods.momentum import MomentumEncoder
 from selfsup.schedules import cosine_increase, linear_increase
 
+
 class DINO(Method):
     """DINO (Caron, Touvron, Misra, Jégou, Mairal, Bojanowski, Joulin, ICCV 2021).
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.data.tokenizer import FIRST_REGULAR_ID, MASK_ID, PAD_ID
 from selfsup.backbones.text import TransformerEncoder
+from selfsup.data.tokenizer import FIRST_REGULAR_ID, MASK_ID, PAD_ID
 from selfsup.losses import causal_lm, masked_accuracy, masked_lm
 from selfsup.losses.masked import next_token_targets
 from selfsup.methods.base import Batch, Method, StepOutput

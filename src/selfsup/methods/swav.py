@@ -10,6 +10,7 @@ from selfsup.losses import sinkhorn, swav_multicrop
 from selfsup.methods.base import Batch, Method, StepInfo, StepOutput, project_by_size
 from selfsup.methods.memory import RingBuffer
 
+
 class SwAV(Method):
     """SwAV (Caron, Misra, Mairal, Goyal, Bojanowski, Joulin, NeurIPS 2020); SEER (Goyal et
     al. 2021) is this method on RegNets and uncurated images.

@@ -1,5 +1,7 @@
 """What a run does differently per modality: where its data comes from, which values it
-fills in, how samples become views, which model it builds and how it is evaluated.
+fills in, how samples become views, which backbone it builds and how it is evaluated; and
+the commands that only make sense for one modality (each module's functions of a
+:class:`~selfsup.modalities.base.LoadedRun`).
 
 :mod:`selfsup.runs` drives every run the same way through a :class:`Modality`; a method's
 ``modality`` attribute ("image", "text", "video") picks which.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -51,11 +53,11 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def parameter_groups(model: nn.Module, weight_decay: float, fixed_lr_modules: Sequence[nn.Module] = ()) -> list[dict]:
     """Weights with decay; biases and normalisation parameters (1-d) without; and the same
-    two for the modules of ``model.fixed_lr_modules()`` (if any), flagged ``fixed_lr`` so
-    that the trainer keeps their learning rate at its base value."""
-    fixed = {id(p) for module in getattr(model, "fixed_lr_modules", list)() for p in module.parameters()}
+    two for the ``fixed_lr_modules`` (SimSiam's predictor), flagged ``fixed_lr`` so that the
+    learning-rate schedule keeps their rate at its base value."""
+    fixed = {id(p) for module in fixed_lr_modules for p in module.parameters()}
     groups = []
     for fixed_lr in (False, True):
         decay, no_decay = [], []
@@ -69,8 +71,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [group for group in groups if group["params"]]
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, weight_decay)
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float,
+                    fixed_lr_modules: Sequence[nn.Module] = ()) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, weight_decay, fixed_lr_modules)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     for group in groups:

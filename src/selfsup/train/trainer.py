@@ -92,7 +92,9 @@ class Trainer:
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.lr = train.lr * self.global_batch / 256
         self.warmup_steps = round(train.warmup_epochs * self.steps_per_epoch)
-        self.optimizer = build_optimizer(train.optimizer, self.method, self.lr, train.weight_decay, train.momentum)
+        self.optimizer = build_optimizer(
+            train.optimizer, self.method, self.lr, train.weight_decay, train.momentum, self.method.fixed_lr_modules()
+        )
         self.schedule = LearningRateSchedule(self.optimizer, self.lr, self.warmup_steps)
         self.budget = BudgetPlanner(
             parse_budget(train.budget),
