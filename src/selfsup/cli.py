@@ -178,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.text:
             from selfsup.modalities import text
 
-            run = _load_run(args.run_dir, "text", "embed images with --data SOURCE --out FILE.npy")
+            run = _load_run(args.run_dir, "text", "--text needs a text run (e.g. --method mlm)")
             result = text.embed_texts(run, args.text, args.out, tokens=args.tokens)
             if args.out is None:
                 import numpy as np

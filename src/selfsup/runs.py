@@ -1,5 +1,5 @@
 """The run pipeline behind ``selfsup pretrain`` and ``selfsup evaluate``: resolve the config
-once, build the data, the method and the trainer, train, train the baselines, evaluate,
+once, build the data, the method and the trainer, train, evaluate beside the baselines,
 write the summary.
 
 A run directory holds ``config.yaml`` (the fully resolved configuration), ``metrics.jsonl``,
@@ -23,7 +23,7 @@ import torch
 from selfsup import config as config_module
 from selfsup import distributed
 from selfsup.config import Config, ConfigError, TrainConfig
-from selfsup.data import SampleSet, describe_skipped, labelled_subset
+from selfsup.data import BUILTIN_SOURCES, SampleSet, describe_skipped, labelled_subset
 from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
@@ -89,7 +89,7 @@ def build_model(config: Config) -> Method:
 
 
 def default_run_dir(config: Config) -> Path:
-    data = Path(config.data.source).name if config.data.source not in ("fashion-mnist", "digits") else config.data.source
+    data = config.data.source if config.data.source in BUILTIN_SOURCES else Path(config.data.source).name
     return Path("runs") / f"{config.method['name']}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -111,6 +111,8 @@ class TrainedRun:
 def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     """Train (or resume) a run, evaluate it, write ``summary.json`` and return the summary."""
     if resume_dir is not None:
+        if not (resume_dir / CONFIG_FILE).is_file():
+            raise ConfigError(f"cannot resume {resume_dir}: it has no {CONFIG_FILE} (is it a run directory?)")
         config = _load_config(resume_dir)
         run_dir = resume_dir
     else:
@@ -126,9 +128,7 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     run = train(config, Path(distributed.broadcast_object(str(run_dir))), resume=resume_dir is not None)
     if distributed.is_main_process():  # evaluation and the summary are rank 0's
         if run.config.eval.enabled:
-            baselines = train_baselines(run.config, run.run_dir)
-            run.summary.update(evaluate(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device,
-                                        run.run_dir, baselines))
+            run.summary.update(evaluate(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device, run.run_dir))
         write_atomic(run.run_dir / SUMMARY_FILE, json.dumps(run.summary, indent=2))
     if launched_here:
         distributed.shutdown()
@@ -199,10 +199,13 @@ def train_baselines(config: Config, run_dir: Path) -> dict[str, Method]:
 
 
 def evaluate(method: Method, view_maker, config: Config, eval_train: SampleSet, eval_test: SampleSet, device: torch.device,
-             run_dir: Path, baselines: dict[str, Method]) -> dict[str, Any]:
-    """The modality's evaluation of ``method`` beside the same backbone at random init (with
-    ``eval.baselines``) and the trained ``baselines``; the evaluation part of the summary."""
+             run_dir: Path) -> dict[str, Any]:
+    """The modality's evaluation of ``method`` beside, with ``eval.baselines``, the same
+    backbone at random init and the modality's baseline runs (trained first when missing:
+    ``evaluation_seconds`` counts them, a cost the user pays); the evaluation part of the
+    summary."""
     started = time.perf_counter()
+    baselines = train_baselines(config, run_dir)
     if config.eval.baselines:
         baselines = {"random_init": build_model(config), **baselines}
     result = modality_of(config).evaluate(method, view_maker, config, eval_train, eval_test, device, run_dir, baselines)
@@ -247,7 +250,6 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
         seconds=round(state["elapsed_seconds"], 2),
         images_per_second=round(state["step"] * state["global_batch"] / max(state["elapsed_seconds"], 1e-9), 1),
     )
-    baselines = train_baselines(config, run_dir)
-    summary.update(evaluate(run.method, modality.build_view_maker(config), config, eval_train, eval_test, run.device, run_dir, baselines))
+    summary.update(evaluate(run.method, modality.build_view_maker(config), config, eval_train, eval_test, run.device, run_dir))
     write_atomic(summary_path, json.dumps(summary, indent=2))
     return summary

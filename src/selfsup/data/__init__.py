@@ -5,9 +5,10 @@ from selfsup.data.base import DataError, ImageSet, InMemorySamples, SampleSet, l
 from selfsup.data.digits import load_digits
 from selfsup.data.fashion_mnist import fashion_mnist_available, load_fashion_mnist
 from selfsup.data.folder import FolderFiles, iter_folder_batches, load_folder
-from selfsup.data.images import SOURCES_HELP, default_source, describe_skipped, load_splits
+from selfsup.data.images import BUILTIN_SOURCES, SOURCES_HELP, default_source, describe_skipped, load_splits
 
 __all__ = [
+    "BUILTIN_SOURCES",
     "SOURCES_HELP",
     "DataError",
     "FolderFiles",

@@ -16,7 +16,7 @@ from selfsup.data.fashion_mnist import fashion_mnist_available, load_fashion_mni
 from selfsup.data.folder import load_folder, split_indices
 
 #: Built-in sets: spec -> loader of one split ("train" or "test").
-_BUILTIN_SOURCES: dict[str, Callable[[str], ImageSet]] = {
+BUILTIN_SOURCES: dict[str, Callable[[str], ImageSet]] = {
     "fashion-mnist": load_fashion_mnist,
     "digits": load_digits,
 }
@@ -62,8 +62,8 @@ def load_splits(
             Fashion-MNIST with the command that installs it; falling back to another
             source is the caller's decision).
     """
-    if spec in _BUILTIN_SOURCES:
-        load = _BUILTIN_SOURCES[spec]
+    if spec in BUILTIN_SOURCES:
+        load = BUILTIN_SOURCES[spec]
         train, test = (_converted(load(split), channels, size) for split in ("train", "test"))
         return train, train, test
     root = Path(spec)
@@ -71,7 +71,7 @@ def load_splits(
         problem = "is a file, not a folder" if root.exists() else "is not an existing folder"
         raise DataError(
             f"unknown data source {spec!r}: it is not one of the built-in sets "
-            f"({', '.join(_BUILTIN_SOURCES)}) and {problem}"
+            f"({', '.join(BUILTIN_SOURCES)}) and {problem}"
         )
     everything = load_folder(
         root,

@@ -41,11 +41,6 @@ class StepInfo:
     def epoch(self) -> int:
         return self.step // self.steps_per_epoch
 
-    @property
-    def epochs(self) -> float:
-        """Epochs done before this step (a fraction within an epoch)."""
-        return self.step / self.steps_per_epoch
-
 
 @dataclass
 class Batch:
@@ -169,6 +164,12 @@ class Method(nn.Module):
             if fitted.get(key, 0) == 0:
                 fitted[key] = fit(num_samples)
         return fitted
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint's tensors with the names and layouts of earlier versions of this
+        method brought to the current ones (so that older runs still load); as they are by
+        default."""
+        return state
 
     def fixed_lr_modules(self) -> list[nn.Module]:
         """Modules whose learning rate stays at its base value (SimSiam's predictor)."""

@@ -58,7 +58,7 @@ class DeepClusterV2(Method):
     clusterings.
 
     ``prototypes=0`` fits K to the data like SwAV (one per 10 images, at most 3,000);
-    ``dataset_size=0`` (the bank's rows) is set to the number of training images. Under
+    ``dataset_size`` (the bank's rows) is set from the data by ``selfsup pretrain``. Under
     torch.distributed every process holds the whole bank, filled with the gathered
     embeddings of every rank, and runs the same seeded k-means, so all agree without
     further communication.
@@ -74,7 +74,7 @@ class DeepClusterV2(Method):
     default_recipe = "multicrop"
     train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "epochs": 100}
     has_prototypes = True
-    data_sized_options = {"prototypes": fit_prototypes, "dataset_size": lambda num_images: num_images}
+    data_sized_options = {"prototypes": fit_prototypes}
 
     def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 128, hidden_dim: int = 2048,
                  prototypes: int = 0, heads: int = 3, temperature: float = 0.1, kmeans_iterations: int = 10,
@@ -90,6 +90,11 @@ class DeepClusterV2(Method):
         self.register_buffer("assignments", torch.full((heads, dataset_size), -1, dtype=torch.long))
         self.register_buffer("memory_filled", torch.zeros((), dtype=torch.bool))
         self._step_embeddings: tuple[torch.Tensor, list[torch.Tensor]] | None = None  # written by on_step_end
+
+    @classmethod
+    def fit_options(cls, options: dict, num_samples: int) -> dict:
+        # One bank row per training image, whatever a copied config.yaml says.
+        return dict(super().fit_options(options, num_samples), dataset_size=num_samples)
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.projector(self.backbone(images)), dim=1)

@@ -38,12 +38,10 @@ class Condition(NamedTuple):
         return Condition(self.h.repeat_interleave(repeats, dim=0), self.frames.repeat_interleave(repeats, dim=0))
 
 
-
 class LatentRegularizer:
     """R(z), what keeps the latent from carrying the whole future, and how inference and
     training treat it (one subclass per ``regularizer`` option)."""
 
-    name = ""
     # Whether R joins the gradient of inference steps; a non-smooth R is applied by
     # :meth:`proximal` after each step instead.
     smooth = True
@@ -76,7 +74,6 @@ class L1Sparsity(LatentRegularizer):
     """||z||_1, sparse coding; inference takes ISTA steps z <- shrink(z - eta grad_z C, eta
     lambda) (Daubechies et al. 2004)."""
 
-    name = "l1"
     smooth = False
 
     def cost(self, z: torch.Tensor, log_variance: torch.Tensor | None) -> torch.Tensor:
@@ -89,7 +86,6 @@ class L1Sparsity(LatentRegularizer):
 class NormBound(LatentRegularizer):
     """max(0, ||z|| - radius)^2, a soft bound on the norm; plain gradient steps."""
 
-    name = "norm"
 
     def __init__(self, radius: float):
         self.radius = radius
@@ -103,7 +99,6 @@ class GaussianKL(LatentRegularizer):
     sigma eps in training (the VAE's regulariser, Kingma & Welling 2014), which limits what z
     carries; futures are sampled from the prior."""
 
-    name = "kl"
     samples_from_bank = False
 
     def cost(self, z: torch.Tensor, log_variance: torch.Tensor | None) -> torch.Tensor:
@@ -218,7 +213,7 @@ class LatentVariablePredictor(Method):
                  inference_steps: int = 5, inference_lr: float = 1.0, inference_start: str = "amortized",
                  conditioning: float = 1.0, hidden_dim: int = 256, decoder_width: int = 32, bank_size: int = 4096):
         super().__init__(backbone)
-        self.regularizer_part = latent_regularizer(regularizer, norm_radius)
+        self.regularizer = latent_regularizer(regularizer, norm_radius)
         if inference_start not in INFERENCE_STARTS:
             raise ValueError(f"method.inference_start must be one of {', '.join(INFERENCE_STARTS)}, got {inference_start!r}")
         if not 0.0 <= conditioning <= 1.0:
@@ -229,8 +224,7 @@ class LatentVariablePredictor(Method):
         if conditioning < 1 and z_dim == 0:
             raise ValueError("method.conditioning < 1 trains a generator of z; it needs method.z_dim > 0")
         self.clip = clip
-        self.z_dim, self.regularizer, self.regularizer_weight = z_dim, regularizer, regularizer_weight
-        self.norm_radius = norm_radius
+        self.z_dim, self.regularizer_weight = z_dim, regularizer_weight
         self.inference_steps, self.inference_lr, self.inference_start = inference_steps, inference_lr, inference_start
         self.conditioning = conditioning
         self.predictor = nn.Sequential(
@@ -244,13 +238,19 @@ class LatentVariablePredictor(Method):
             self.amortized = nn.Sequential(
                 StackEncoder(clip.frames_in + clip.frames_out, clip.channels, clip.size, decoder_width, hidden_dim),
                 nn.ReLU(inplace=True),
-                nn.Linear(hidden_dim, self.regularizer_part.outputs(z_dim)),
+                nn.Linear(hidden_dim, self.regularizer.outputs(z_dim)),
             )
         if conditioning < 1:
             self.discriminator = Discriminator(clip, decoder_width, hidden_dim)
         # The newest inferred latents (the aggregate posterior futures are sampled from).
         self.bank = RingBuffer(bank_size if z_dim else 0, z_dim)
         self._step_latents: torch.Tensor | None = None  # banked by on_step_end
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "bank_filled" in state:  # before the bank was a RingBuffer
+            bank, filled, next_slot = state.pop("bank"), state.pop("bank_filled"), state.pop("bank_next")
+            state.update(RingBuffer.state("bank.", bank, int(next_slot), int(filled)))
+        return state
 
     # ------------------------------------------------------------------ the energy
     def represent(self, past: torch.Tensor) -> Condition:
@@ -265,7 +265,7 @@ class LatentVariablePredictor(Method):
 
     def regularization(self, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
         """R(z) [B] (unweighted)."""
-        return self.regularizer_part.cost(z, log_variance)
+        return self.regularizer.cost(z, log_variance)
 
     def latent_energy(self, condition: Condition, y: torch.Tensor, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
         """E(x, y, z) [B] for ``condition = represent(x)``."""
@@ -277,7 +277,7 @@ class LatentVariablePredictor(Method):
     def amortized_guess(self, past: torch.Tensor, future: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Enc_z(x, y): the starting latent [B, z_dim] and, for ``kl``, its log-variance. It
         reads c * x like the decoder, so that at c = 0 nothing depends on x."""
-        return self.regularizer_part.split_guess(self.amortized(torch.cat([self.conditioning * past, future], dim=1)))
+        return self.regularizer.split_guess(self.amortized(torch.cat([self.conditioning * past, future], dim=1)))
 
     def infer_latent(
         self, condition: Condition, y: torch.Tensor, start: torch.Tensor, log_variance: torch.Tensor | None = None,
@@ -292,7 +292,7 @@ class LatentVariablePredictor(Method):
         log_variance = None if log_variance is None else log_variance.detach()
         # Gradient steps on the smooth part of E; a non-smooth R (L1: ISTA) is applied by its
         # proximal step.
-        smooth_weight = self.regularizer_weight if self.regularizer_part.smooth else 0.0
+        smooth_weight = self.regularizer_weight if self.regularizer.smooth else 0.0
 
         def evaluate(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.enable_grad():
@@ -307,7 +307,7 @@ class LatentVariablePredictor(Method):
         first = energy
         step_size = torch.full((len(z), 1), self.inference_lr, device=z.device)
         for _ in range(steps):
-            candidate = self.regularizer_part.proximal(z - step_size * gradient, step_size * self.regularizer_weight)
+            candidate = self.regularizer.proximal(z - step_size * gradient, step_size * self.regularizer_weight)
             candidate_energy, candidate_gradient = evaluate(candidate)
             better = (candidate_energy <= energy).unsqueeze(1)
             z = torch.where(better, candidate, z)
@@ -357,7 +357,7 @@ class LatentVariablePredictor(Method):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(C, R) [B] at latent ``z``; for ``kl`` the decoder reads z + sigma eps, the
         noise that limits what z carries (sigma learns through the KL and C)."""
-        decoded = self.decode(condition, self.regularizer_part.training_latent(z, log_variance, generator))
+        decoded = self.decode(condition, self.regularizer.training_latent(z, log_variance, generator))
         return prediction_cost(future, decoded), self.regularization(z, log_variance)
 
     def _adversarial_losses(self, condition: Condition, future: torch.Tensor, batch: Batch | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -381,7 +381,7 @@ class LatentVariablePredictor(Method):
         (conditioning < 1) and while the bank is empty."""
         device = self.bank.rows.device
         filled = int(self.bank.count)
-        if not self.regularizer_part.samples_from_bank or self.conditioning < 1 or filled == 0:
+        if not self.regularizer.samples_from_bank or self.conditioning < 1 or filled == 0:
             return self.prior_latents(count, generator, device)
         rows = torch.randint(filled, (count,), generator=generator, device=generator.device if generator else device)
         return self.bank.rows[rows.to(device)]

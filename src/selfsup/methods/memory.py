@@ -24,6 +24,12 @@ class RingBuffer(nn.Module):
         self.register_buffer("next", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.full((), 0 if initial is None else size, dtype=torch.long))
 
+    @staticmethod
+    def state(prefix: str, rows: torch.Tensor, next_slot: int, count: int) -> dict[str, torch.Tensor]:
+        """The state-dict entries of a ring at ``prefix`` holding ``rows`` (for checkpoints
+        written before the ring existed)."""
+        return {f"{prefix}rows": rows, f"{prefix}next": torch.tensor(next_slot), f"{prefix}count": torch.tensor(count)}
+
     def __len__(self) -> int:
         return self.rows.shape[0]
 

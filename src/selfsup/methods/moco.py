@@ -50,6 +50,12 @@ class MoCoV2(Method):
         self.queue = RingBuffer(size, projection_dim, initial=nn.functional.normalize(torch.randn(size, projection_dim), dim=1))
         self._step_keys: torch.Tensor | None = None  # enqueued by on_step_end
 
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "queue_position" in state:  # before the queue was a RingBuffer: always full
+            queue, position = state.pop("queue"), state.pop("queue_position")
+            state.update(RingBuffer.state("queue.", queue, int(position), len(queue)))
+        return state
+
     def _keys(self, images: torch.Tensor) -> torch.Tensor:
         groups = min(self.bn_groups, len(images))
         keys = torch.empty(len(images), self.queue.rows.shape[1], device=images.device, dtype=images.dtype)

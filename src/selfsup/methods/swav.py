@@ -56,6 +56,16 @@ class SwAV(Method):
         self.queue = RingBuffer(queue_size, (2, projection_dim))
         self._step_embeddings: torch.Tensor | None = None  # enqueued by on_step_end
 
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "queue_filled" in state:  # before the RingBuffer: [crops, size, D], newest row first
+            queue, filled = state.pop("queue"), bool(state.pop("queue_filled"))
+            size = queue.shape[1]
+            count = size if filled else int(queue.abs().sum(dim=(0, 2)).gt(0).sum())
+            rows = torch.zeros(size, queue.shape[0], queue.shape[2])
+            rows[:count] = queue.transpose(0, 1)[:count].flip(0)  # oldest first, as the ring fills
+            state.update(RingBuffer.state("queue.", rows, count % size if size else 0, count))
+        return state
+
     def project(self, images: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.projector(self.backbone(images)), dim=1)
 

@@ -16,7 +16,15 @@ from torch import nn
 from selfsup.augment.views import RECIPES, ViewMaker
 from selfsup.backbones import build_backbone, uses_convolutions
 from selfsup.config import Config, ConfigError
-from selfsup.data import DataError, ImageSet, default_source, describe_skipped, iter_folder_batches, load_splits
+from selfsup.data import (
+    BUILTIN_SOURCES,
+    DataError,
+    ImageSet,
+    default_source,
+    describe_skipped,
+    iter_folder_batches,
+    load_splits,
+)
 from selfsup.data.folder import scan_folder
 from selfsup.evaluate.pipeline import encode, evaluate_method
 from selfsup.files import write_atomic
@@ -124,14 +132,14 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
     blank = torch.zeros(2, config.data.channels, config.data.size, config.data.size, dtype=torch.uint8, device=device)
     dim = method.embed(view_maker.eval_view(blank)).shape[1]
 
-    if source in ("fashion-mnist", "digits"):
+    if source in BUILTIN_SOURCES:
         _, train, test = load_splits(source, config.data.channels, config.data.size)
         features = torch.cat([encode(method.embed, s.images, view_maker, device, channels_last, batch_size) for s in (train, test)])
         np.save(out, features.numpy())
         return {"rows": len(features), "dim": dim, "skipped": 0, "out": str(out)}
 
     if not Path(source).is_dir():
-        raise DataError(f"data source {source!r} is neither fashion-mnist, digits nor a folder")
+        raise DataError(f"data source {source!r} is neither {', '.join(BUILTIN_SOURCES)} nor a folder")
     paths, _ = scan_folder(source)
     rows = np.lib.format.open_memmap(out.with_suffix(".partial.npy"), mode="w+", dtype=np.float32, shape=(len(paths), dim))
     written, skipped, names = 0, [], []

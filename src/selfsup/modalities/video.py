@@ -87,7 +87,7 @@ class VideoModality(Modality):
     def build_backbone(self, config: Config, method: type[Method]) -> tuple[nn.Module, int, dict[str, Any]]:
         """A :class:`FrameEncoder` of ``backbone.width`` channels in its first stage and
         4 x width features per frame; the method is also given the clip shape."""
-        width = config.backbone.width or DEFAULT_WIDTH
+        width = config.backbone.width
         encoder = FrameEncoder(1, config.video.size, width, 4 * width)
         return encoder, encoder.output_dim, {"clip": clip_shape(config)}
 

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from selfsup import distributed
+from selfsup.methods import Method
 
 PREFIX = "step-"
 MODEL_FILE = "model.safetensors"
@@ -103,6 +104,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         weights = load_file(path / MODEL_FILE)
     except Exception as error:  # OSError, JSONDecodeError and safetensors' own error types
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if isinstance(model, Method):
+        weights = model.upgrade_state_dict(weights)
     missing, unexpected = _compare_keys(model.state_dict(), weights)
     if missing or unexpected:
         raise CheckpointError(

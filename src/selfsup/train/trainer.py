@@ -105,17 +105,17 @@ class Trainer:
         self.checkpoints = CheckpointPolicy(run_dir / "checkpoints", train.checkpoint_every, self.steps_per_epoch)
         self.monitor = CollapseMonitor()
 
-    def _state(self) -> dict:
+    def _state(self, elapsed: float) -> dict:
         return {
             "planned_steps": self.budget.planned_steps,
-            "elapsed_seconds": self.budget.elapsed(),
+            "elapsed_seconds": elapsed,
             "steps_per_epoch": self.steps_per_epoch,
             "global_batch": self.global_batch,
             "collapse_alarm_step": self.monitor.alarm_step,
         }
 
-    def _save(self, step: int) -> None:
-        self.checkpoints.save(step, self.method, self.optimizer, self._state())
+    def _save(self, step: int, elapsed: float) -> None:
+        self.checkpoints.save(step, self.method, self.optimizer, self._state(elapsed))
 
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> TrainResult:
@@ -169,17 +169,15 @@ class Trainer:
                 if self.held_out and knn_every and epoch_end and (step // self.steps_per_epoch) % knn_every == 0:
                     logger.log(step, {"knn_top1": self.online_knn()}, kind="eval")
                 if self.checkpoints.due(step):
-                    self._save(step)
+                    self._save(step, self.budget.elapsed())
         finally:
             progress.close()
 
+        seconds, samples_per_second = self.budget.elapsed(), self.budget.samples_per_second(step, self.global_batch)
         if self.checkpoints.saved_step != step:
-            self._save(step)
+            self._save(step, seconds)
         logger.close()
-        return TrainResult(
-            step, self.budget.elapsed(), self.budget.samples_per_second(step, self.global_batch), step / self.steps_per_epoch,
-            stopped_by, self.monitor.alarm_step,
-        )
+        return TrainResult(step, seconds, samples_per_second, step / self.steps_per_epoch, stopped_by, self.monitor.alarm_step)
 
     def _step(self, info: StepInfo, logger: RunLogger):
         """One optimisation step with the method's hooks around it; (loss, step output)."""
@@ -209,7 +207,8 @@ class Trainer:
         self.method.eval()
         try:
             train_x, test_x = (
-                encode(self.method.embed, split.samples[:count], self.view_maker, self.device, self.channels_last)
+                encode(self.method.embed, split.gather(torch.arange(min(count, len(split))), torch.device("cpu")),
+                       self.view_maker, self.device, self.channels_last)
                 for split, count in ((train_split, _ONLINE_KNN_TRAIN), (test_split, _ONLINE_KNN_TEST))
             )
         finally:
