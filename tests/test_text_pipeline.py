@@ -75,7 +75,7 @@ def test_causal_model_trains_and_refuses_fill_mask(tmp_path, corpus):
 def test_text_commands_report_clear_errors(tmp_path, corpus, capsys):
     assert main(["pretrain", "--modality", "image", "--method", "mlm", "--data", str(corpus)]) == 2
     assert "learns from text" in capsys.readouterr().err
-    assert main(["pretrain", "--modality", "text", "--data", str(tmp_path / "missing"), *TINY_TEXT]) == 1
+    assert main(["pretrain", "--modality", "text", "--data", str(tmp_path / "missing"), *TINY_TEXT]) == 2
     assert "missing" in capsys.readouterr().err
 
     run_dir = tmp_path / "run"

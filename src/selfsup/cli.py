@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 from selfsup import __version__
 from selfsup import config as config_module
 from selfsup.config import Config, ConfigError
+
+# Exit codes: 0 done, 1 a bug (with its traceback), 2 bad input (usage, config, data, a
+# checkpoint), 3 training diverged (the last good checkpoint is kept), 128 + the signal when
+# SIGTERM or SIGINT stopped training after a checkpoint (143, 130), 130 interrupted otherwise.
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+# Options whose value may start with "-" (a negative budget is an error to name, not a flag).
+_VALUE_OPTIONS = ("--budget", "--epochs", "--batch-size", "--seed", "--labels-per-class")
 
 # The method a --modality runs when --method is not given (images: the config's simclr).
 DEFAULT_METHODS = {"text": "mlm", "video": "lvp"}
@@ -20,6 +28,7 @@ examples:
   selfsup pretrain --data ./my_images --backbone resnet18-small train.lr=0.5
   selfsup pretrain --resume runs/simclr-fashion-mnist-20261124-101500
   selfsup evaluate runs/simclr-fashion-mnist-20261124-101500
+  selfsup runs                                       every run in ./runs with its state
   selfsup embed runs/simclr-fashion-mnist-20261124-101500 --data ./my_images --out features.npy
   selfsup pretrain --modality text --method mlm --budget 15m   BERT-style MLM on the stdlib docstrings
   selfsup fill-mask runs/mlm-stdlib-docs-20261124-101500 "Return the [MASK] of the list."
@@ -86,8 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--seed", type=int, default=0, help="seed of the sampled latents")
     predict.add_argument("--out", type=Path, help="PNG file (default RUN_DIR/futures-K<samples>.png)")
 
+    runs = commands.add_parser("runs", help="list the runs in a folder with their state (running, finished, stopped, failed)")
+    runs.add_argument("root", type=Path, nargs="?", default=Path("runs"), help="folder of run directories (default: runs)")
+
     commands.add_parser("methods", help="list the methods, one line each")
     return parser
+
+
+def _values_not_flags(argv: list[str]) -> list[str]:
+    """``--budget -5m`` as ``--budget=-5m``, so that the value reaches its check."""
+    joined: list[str] = []
+    for item in argv:
+        if joined and joined[-1] in _VALUE_OPTIONS and item.startswith("-") and item[1:2].isdigit():
+            joined[-1] = f"{joined[-1]}={item}"
+        else:
+            joined.append(item)
+    return joined
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -114,7 +137,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_values_not_flags(sys.argv[1:] if argv is None else argv))
     from selfsup.data import DataError
     from selfsup.runs import RunExistsError
     from selfsup.train.checkpoint import CheckpointError, TrainingDiverged
@@ -125,10 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"selfsup {args.command}: error: {error.run_dir} already holds a run; resume it with --resume {error.run_dir} "
               "or choose another --out", file=sys.stderr)
         return 2
-    except (ConfigError, DataError, CheckpointError, TrainingDiverged) as error:
-        # Errors meant for the user (bad config, bad data, divergence) end in one clear line.
+    except (ConfigError, DataError, CheckpointError) as error:
+        # Bad input (config, data, a checkpoint) ends in one clear line.
         print(f"selfsup {args.command}: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as error:
+        print(f"selfsup {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"selfsup {args.command}: error: {error.strerror}: {error.filename or 'writing the run'}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"selfsup {args.command}: interrupted; resume with --resume RUN_DIR", file=sys.stderr)
         return 130
@@ -170,6 +201,14 @@ def _run(args: argparse.Namespace) -> int:
 
         if distributed.is_main_process():  # under torchrun, one table
             print(format_summary(summary))
+        # Stopped by SIGTERM or SIGINT after checkpointing: the conventional 128 + signal.
+        return 128 + summary["stop_signal"] if summary.get("stopped_by") == "signal" else 0
+    if args.command == "runs":
+        rows = [[r["run"], r["method"], r["data"], r["state"], r["step"], r["knn_top1"], r["reason"] or ""]
+                for r in runs.list_runs(args.root)]
+        if not rows:
+            raise ConfigError(f"{args.root} holds no run directories")
+        print(format_table(["run", "method", "data", "state", "step", "kNN", "why"], rows))
         return 0
     if args.command == "evaluate":
         print(format_summary(runs.evaluate_run(args.run_dir)))

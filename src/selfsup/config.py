@@ -173,9 +173,11 @@ def parse_budget(text: str | None) -> float | None:
     """'15m' -> 900.0 seconds; '90s', '2h', '1.5h', bare seconds '600' also accepted."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
-    if not match or float(match.group(1)) <= 0:
+    match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match:
         raise ConfigError(f"train.budget: {text!r} is not a duration; use e.g. '15m', '90s', '2h'")
+    if float(match.group(1)) <= 0:
+        raise ConfigError(f"train.budget: {text!r} is not a positive duration; use e.g. '15m', '90s', '2h'")
     return float(match.group(1)) * _BUDGET_UNITS[match.group(2) or "s"]
 
 
@@ -184,17 +186,38 @@ def from_dict(values: dict[str, Any]) -> Config:
     return _build(Config, values, prefix="")
 
 
+# A config is a few hundred values: anything far larger is a mistake or an attack (YAML
+# aliases nested to expand exponentially, the "billion laughs").
+_MAX_CONFIG_BYTES, _MAX_CONFIG_VALUES = 1 << 20, 100_000
+
+
 def load(path: str | Path) -> Config:
     path = Path(path)
     try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is larger than {_MAX_CONFIG_BYTES // 1024} KiB; is it a config?")
         values = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(values).__name__}")
+    if _expanded_size(values, {}) > _MAX_CONFIG_VALUES:
+        raise ConfigError(f"config file {path} expands to more than {_MAX_CONFIG_VALUES:,} values (nested YAML aliases?)")
     return from_dict(values)
+
+
+def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
+    """The number of values ``value`` holds once every alias is expanded, counted without
+    expanding them (each shared node once, by identity)."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    if id(value) not in sizes:
+        sizes[id(value)] = 0  # a self-referencing node counts once
+        children = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+        sizes[id(value)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(value)]
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

@@ -7,6 +7,13 @@ import tempfile
 from pathlib import Path
 
 
+def default_file_mode() -> int:
+    """The mode a newly created file gets: 0666 less the umask."""
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomic(path: Path, data: str | bytes) -> Path:
     """Write ``data`` (text as UTF-8, or bytes) to ``path``: first to a temporary file
     beside it, flushed to disk, then renamed over ``path`` in one step, so a reader sees the
@@ -18,6 +25,8 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
+            # mkstemp makes the file private (0600); give it the mode any other file gets.
+            os.fchmod(handle.fileno(), default_file_mode())
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:

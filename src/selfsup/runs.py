@@ -2,17 +2,23 @@
 once, build the data, the method and the trainer, train, evaluate beside the baselines,
 write the summary.
 
-A run directory holds ``config.yaml`` (the fully resolved configuration), ``metrics.jsonl``,
+A run directory holds ``config.yaml`` (the fully resolved configuration), ``status.json``
+(running, finished, stopped or failed, and at which step), ``metrics.jsonl``,
 ``tensorboard/``, ``checkpoints/``, ``summary.json`` and, when files of a folder could not
 be read, ``skipped_files.txt``. Everything needed to rebuild the model is in
-``config.yaml``; everything learned is in the newest checkpoint.
+``config.yaml``; everything learned is in the newest checkpoint. One process at a time
+works in a run directory (``.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +28,8 @@ import torch
 
 from selfsup import config as config_module
 from selfsup import distributed
-from selfsup.config import Config, ConfigError, TrainConfig
-from selfsup.data import BUILTIN_SOURCES, SampleSet, describe_skipped, labelled_subset
+from selfsup.config import Config, ConfigError, TrainConfig, parse_budget
+from selfsup.data import BUILTIN_SOURCES, DataError, SampleSet, describe_skipped, labelled_subset
 from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
@@ -35,6 +41,8 @@ DEFAULT_BATCH_SIZE = 256
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped_files.txt"
+STATUS_FILE = "status.json"
+LOCK_FILE = ".lock"
 
 
 class RunExistsError(ConfigError):
@@ -43,6 +51,89 @@ class RunExistsError(ConfigError):
     def __init__(self, run_dir: Path):
         super().__init__(f"{run_dir} already holds a run; resume it or choose another run directory")
         self.run_dir = run_dir
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``.lock``, released when the process ends, even
+    by SIGKILL), held while a process trains or evaluates in it, so that two never write
+    the same run."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def __enter__(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = (self.run_dir / LOCK_FILE).open("a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise ConfigError(f"{self.run_dir} is in use by another selfsup process (pid {holder}); "
+                              "wait for it to end or choose another run directory") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+def write_status(run_dir: Path, state: str, **fields: Any) -> None:
+    """``status.json``: ``state`` (running, finished, stopped, failed) with the step and the
+    reason, written atomically so that a reader never sees half of it."""
+    status = {"state": state, **fields, "pid": os.getpid(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_atomic(run_dir / STATUS_FILE, json.dumps(status, indent=2))
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The run's ``status.json``; a run still marked running whose process is gone is
+    reported ``interrupted`` (killed, or its machine went down)."""
+    try:
+        status = json.loads((run_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {"state": "finished" if (run_dir / SUMMARY_FILE).is_file() else "unknown"}
+    if status.get("state") == "running" and not _alive(status.get("pid")):
+        status["state"] = "interrupted"
+    return status
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, TypeError, ValueError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _last_step(run_dir: Path) -> int | None:
+    latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
+    try:
+        return json.loads((latest / checkpoint.STATE_FILE).read_text())["step"] if latest else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Every run directory below ``root`` (one level) with its status and headline figures."""
+    rows = []
+    for run_dir in sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file()) if root.is_dir() else []:
+        status = read_status(run_dir)
+        summary_path = run_dir / SUMMARY_FILE
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        config = config_module.load(run_dir / CONFIG_FILE)
+        rows.append({
+            "run": run_dir.name, "method": config.method["name"], "data": config.data.source,
+            "state": status["state"], "step": status.get("step", _last_step(run_dir)),
+            "knn_top1": summary.get("knn_top1"), "reason": status.get("reason") or status.get("stopped_by"),
+        })
+    return rows
 
 
 # ---------------------------------------------------------------------------- the config
@@ -115,6 +206,9 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
             raise ConfigError(f"cannot resume {resume_dir}: it has no {CONFIG_FILE} (is it a run directory?)")
         config = _load_config(resume_dir)
         run_dir = resume_dir
+        finished = _finished_summary(config, run_dir)
+        if finished is not None:
+            return finished
     else:
         if config.data.source == "auto":
             config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=modality_of(config).default_source()))
@@ -125,14 +219,51 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     launched_here = not distributed.is_initialized() and distributed.init_from_environment(
         distributed.resolve_device(config.train.device)
     )
-    run = train(config, Path(distributed.broadcast_object(str(run_dir))), resume=resume_dir is not None)
-    if distributed.is_main_process():  # evaluation and the summary are rank 0's
-        if run.config.eval.enabled:
-            run.summary.update(evaluate(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device, run.run_dir))
-        write_atomic(run.run_dir / SUMMARY_FILE, json.dumps(run.summary, indent=2))
+    run_dir = Path(distributed.broadcast_object(str(run_dir)))
+    main = distributed.is_main_process()  # rank 0 locks, evaluates and writes the summary
+    with RunLock(run_dir) if main else contextlib.nullcontext():
+        try:
+            if main:
+                write_status(run_dir, "running", step=_last_step(run_dir) or 0)
+            run = train(config, run_dir, resume=resume_dir is not None)
+            summary = run.summary
+            if main and summary["stopped_by"] == "signal":
+                write_status(run_dir, "stopped", step=summary["steps"], stopped_by="signal",
+                             reason=signal.Signals(summary["stop_signal"]).name)
+            elif main:
+                if run.config.eval.enabled:
+                    summary.update(evaluate(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device, run_dir))
+                write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+                write_status(run_dir, "finished", step=summary["steps"], stopped_by=summary["stopped_by"])
+        except BaseException as error:
+            if main and run_dir.is_dir():
+                stopped = isinstance(error, KeyboardInterrupt)
+                with contextlib.suppress(OSError):  # the disk may be what failed
+                    write_status(run_dir, "stopped" if stopped else "failed", step=_last_step(run_dir),
+                                 reason="interrupted" if stopped else f"{type(error).__name__}: {error}")
+            raise
     if launched_here:
         distributed.shutdown()
-    return run.summary
+    return summary
+
+
+def _finished_summary(config: Config, run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a run that has nothing left to train (all its planned steps done, or
+    its budget spent) and was evaluated; None when resuming has work to do."""
+    summary_path = run_dir / SUMMARY_FILE
+    latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None or not summary_path.is_file():
+        return None
+    try:
+        state = json.loads((latest / checkpoint.STATE_FILE).read_text())
+        planned, budget = state["planned_steps"], parse_budget(config.train.budget)
+        done = (planned is not None and state["step"] >= planned) or (budget is not None and state["elapsed_seconds"] >= budget)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # resuming will find the newest readable checkpoint, or say why there is none
+    if not done:
+        return None
+    say(f"{run_dir} finished at step {state['step']}; nothing to resume")
+    return json.loads(summary_path.read_text())
 
 
 def train(config: Config, run_dir: Path, resume: bool = False) -> TrainedRun:
@@ -140,6 +271,9 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> TrainedRun:
     main = distributed.is_main_process()
     modality = modality_of(config)
     pretrain_set, eval_train, eval_test = modality.load_data(config, run_dir)
+    if len(pretrain_set) < 2:
+        raise DataError(f"{pretrain_set.name} has {len(pretrain_set)} sample(s); self-supervised training needs at least 2 "
+                        "(the samples of a batch are compared with each other)")
     if not resume:
         config = dataclasses.replace(resolve(config, pretrain_set), out=str(run_dir))
         if main:
@@ -170,6 +304,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> TrainedRun:
         "seconds": round(result.seconds, 2),
         "images_per_second": round(result.images_per_second, 1),
         "stopped_by": result.stopped_by,
+        **({"stop_signal": result.stop_signal} if result.stop_signal else {}),
         "collapse_alarm_step": result.collapse_alarm_step,
         "skipped_files": len(pretrain_set.skipped),
     }
@@ -224,17 +359,29 @@ def _load_config(run_dir: Path) -> Config:
 def load_run(run_dir: Path, device: torch.device | None = None) -> LoadedRun:
     """Rebuild a run's method from ``config.yaml`` and its newest checkpoint."""
     config = _load_config(run_dir)
-    latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
-    if latest is None:
+    found = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    if not found:
         raise checkpoint.CheckpointError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
     method = build_model(config)
-    state = checkpoint.load_checkpoint(latest, method)
+    for candidate in reversed(found):  # the newest that can be read
+        try:
+            state = checkpoint.load_checkpoint(candidate, method)
+            break
+        except checkpoint.CheckpointError as error:
+            if candidate == found[0]:
+                raise
+            say(f"skipped checkpoint {candidate.name}, which cannot be read: {error}")
     method.to(device or distributed.resolve_device(config.train.device)).eval()
     return LoadedRun(run_dir, config, method, state)
 
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the evaluation protocol on a run's newest checkpoint; updates ``summary.json``."""
+    with RunLock(run_dir):
+        return _evaluate_run(run_dir)
+
+
+def _evaluate_run(run_dir: Path) -> dict[str, Any]:
     run = load_run(run_dir)
     config, state = run.config, run.state
     modality = modality_of(config)

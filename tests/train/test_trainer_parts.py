@@ -167,7 +167,7 @@ def test_checkpoint_policy_saves_when_due_restores_and_refuses_non_finite_weight
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
     assert policy.last_good() == "no checkpoint had been written"
-    policy.save(5, model, optimizer, {"global_batch": 8, "elapsed_seconds": 1.0})
+    policy.save(5, model, optimizer, {"global_batch": 8, "elapsed_seconds": 1.0, "planned_steps": 10, "collapse_alarm_step": None})
     assert policy.saved_step == 5 and "step 5" in policy.last_good()
 
     restored, restored_optimizer = nn.Linear(3, 2), torch.optim.SGD(nn.Linear(3, 2).parameters(), lr=0.1, momentum=0.9)

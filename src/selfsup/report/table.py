@@ -51,7 +51,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"method {summary.get('method')} | data {summary.get('data')} | backbone {summary.get('backbone')} | "
         f"{summary.get('steps')} steps in {summary.get('seconds', 0):.0f} s "
-        f"({summary.get('images_per_second', 0):,.0f} {samples}/s)"
+        f"({summary.get('images_per_second', 0):,.0f} {samples}/s)" + _stopped_by(summary.get("stopped_by"))
     ]
     if "perplexity" in summary:
         lines.append(
@@ -99,6 +99,11 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"usage entropy {usage['entropy']:.3f}, assignment entropy {usage['assignment_entropy']:.3f} (x ln K)"
             )
     return "\n".join(lines)
+
+
+def _stopped_by(limit: str | None) -> str:
+    return {"budget": ", stopped by the time budget", "schedule": ", all planned steps done",
+            "signal": ", stopped by a signal (resume with --resume)"}.get(limit or "", "")
 
 
 def _fmt(value: Any) -> str:

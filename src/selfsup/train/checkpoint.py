@@ -18,15 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from selfsup import distributed
+from selfsup.files import default_file_mode
 from selfsup.methods import Method
 
 PREFIX = "step-"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
+# What the trainer's state must hold to resume from a checkpoint.
+RESUME_FIELDS = ("planned_steps", "elapsed_seconds", "global_batch", "collapse_alarm_step")
 
 
 class CheckpointError(ValueError):
@@ -65,17 +69,21 @@ def save_checkpoint(
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-
-    save_file(_contiguous(model.state_dict()), staging / MODEL_FILE)
-    full_state = dict(state, step=step)
-    if optimizer is not None:
-        tensors, optimizer_json = _split_optimizer_state(optimizer.state_dict())
-        save_file(tensors, staging / OPTIMIZER_FILE)
-        full_state["optimizer"] = optimizer_json
-    (staging / STATE_FILE).write_text(json.dumps(full_state, indent=1))
-    for path in staging.iterdir():
-        _fsync(path)
-    _fsync(staging)
+    try:
+        save_file(_contiguous(model.state_dict()), staging / MODEL_FILE)
+        full_state = dict(state, step=step)
+        if optimizer is not None:
+            tensors, optimizer_json = _split_optimizer_state(optimizer.state_dict())
+            save_file(tensors, staging / OPTIMIZER_FILE)
+            full_state["optimizer"] = optimizer_json
+        (staging / STATE_FILE).write_text(json.dumps(full_state, indent=1))
+        for path in staging.iterdir():
+            path.chmod(default_file_mode())  # safetensors writes its files private
+            _fsync(path)
+        _fsync(staging)
+    except BaseException:  # a full disk, a kill: leave only the complete checkpoints
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
     if final.exists():  # the same step written again after a resume: replace it
         retired = directory / f".old-{final.name}-{os.getpid()}"
@@ -104,6 +112,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         weights = load_file(path / MODEL_FILE)
     except Exception as error:  # OSError, JSONDecodeError and safetensors' own error types
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"cannot read checkpoint {path}: {STATE_FILE} is not a mapping with the step")
     if isinstance(model, Method):
         weights = model.upgrade_state_dict(weights)
     missing, unexpected = _compare_keys(model.state_dict(), weights)
@@ -112,12 +122,16 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]} "
             "(was it written by another method or backbone?)"
         )
-    model.load_state_dict(weights)
     if optimizer is not None:
         if "optimizer" not in state:
             raise CheckpointError(f"checkpoint {path} has no optimiser state to resume from")
-        tensors = load_file(path / OPTIMIZER_FILE)
-        restored = _join_optimizer_state(tensors, state["optimizer"])
+        try:
+            tensors = load_file(path / OPTIMIZER_FILE)
+            restored = _join_optimizer_state(tensors, state["optimizer"])
+        except Exception as error:  # a truncated file, an edited state
+            raise CheckpointError(f"cannot read the optimiser state of checkpoint {path}: {error}") from error
+    model.load_state_dict(weights)
+    if optimizer is not None:
         # JSON has no tuples: give back the types the optimiser uses (e.g. AdamW's betas).
         for saved_group, current_group in zip(restored["param_groups"], optimizer.param_groups):
             for key, value in current_group.items():
@@ -190,23 +204,40 @@ class CheckpointPolicy:
         if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
             raise TrainingDiverged(f"weights became non-finite at step {step}; training stopped, {self.last_good()}")
         if distributed.is_main_process():
-            save_checkpoint(self.directory, step, model, optimizer, state)
+            try:
+                save_checkpoint(self.directory, step, model, optimizer, state)
+            except (OSError, SafetensorError) as error:  # a full disk: stop with the previous checkpoint intact
+                raise CheckpointError(
+                    f"cannot write the checkpoint of step {step} ({getattr(error, 'strerror', None) or error}); "
+                    f"training stopped, {self.last_good()}"
+                ) from error
         distributed.barrier()
         self.saved_step = step
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, global_batch: int) -> dict[str, Any]:
-        """Load the newest checkpoint into ``model`` and ``optimizer``; returns its state."""
-        latest = latest_checkpoint(self.directory)
-        if latest is None:
+        """Load the newest readable checkpoint into ``model`` and ``optimizer``; returns its
+        state, with ``skipped``: (checkpoint, reason) for each newer one that could not be read."""
+        found = list_checkpoints(self.directory)
+        if not found:
             raise CheckpointError(f"nothing to resume: {self.directory} holds no complete checkpoint")
-        state = load_checkpoint(latest, model, optimizer)
-        if state["global_batch"] != global_batch:
-            raise CheckpointError(
-                f"{latest} was written with a global batch of {state['global_batch']}, this run has {global_batch}; "
-                "resume with the same batch size and number of processes"
-            )
-        self.saved_step = state["step"]
-        return state
+        skipped: list[tuple[Path, str]] = []
+        for candidate in reversed(found):
+            try:
+                state = load_checkpoint(candidate, model, optimizer)
+                missing = [key for key in RESUME_FIELDS if key not in state]
+                if missing:
+                    raise CheckpointError(f"checkpoint {candidate} has no {', '.join(missing)} in {STATE_FILE}")
+            except CheckpointError as error:
+                skipped.append((candidate, str(error)))
+                continue
+            if state["global_batch"] != global_batch:
+                raise CheckpointError(
+                    f"{candidate} was written with a global batch of {state['global_batch']}, this run has {global_batch}; "
+                    "resume with the same batch size and number of processes"
+                )
+            self.saved_step = state["step"]
+            return dict(state, skipped=skipped)
+        raise CheckpointError(f"no checkpoint in {self.directory} can be read: " + "; ".join(reason for _, reason in skipped))
 
     def last_good(self) -> str:
         last = latest_checkpoint(self.directory)

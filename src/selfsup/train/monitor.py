@@ -17,7 +17,7 @@ class CollapseMonitor:
 
     def check(self, step: int, output: StepOutput) -> tuple[dict[str, float], str | None]:
         """(metrics to log, the alarm message when this step raises it)."""
-        if output.embeddings is None:
+        if output.embeddings is None or len(output.embeddings) < 2:  # one row has no spread to measure
             return {}, None
         report = collapse_report(output.embeddings.float(), thresholds=self.thresholds)
         metrics = {"std_sqrt_d": report["std_sqrt_d"], "effective_rank": report["effective_rank"]}

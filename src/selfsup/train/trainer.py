@@ -32,6 +32,7 @@ from selfsup.train.checkpoint import CheckpointPolicy, TrainingDiverged
 from selfsup.train.logging import RunLogger
 from selfsup.train.monitor import CollapseMonitor
 from selfsup.train.optim import LearningRateSchedule, build_optimizer
+from selfsup.train.stop import StopSignals
 
 _ONLINE_KNN_TRAIN, _ONLINE_KNN_TEST = 10_000, 2_000
 
@@ -42,8 +43,9 @@ class TrainResult:
     seconds: float
     images_per_second: float
     epochs: float
-    stopped_by: str  # "schedule" (all planned steps done) or "budget" (wall clock spent)
+    stopped_by: str  # "schedule" (all planned steps done), "budget" (wall clock spent) or "signal"
     collapse_alarm_step: int | None
+    stop_signal: int | None = None  # the signal that stopped the run (SIGTERM, SIGINT)
 
 
 class Trainer:
@@ -119,14 +121,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> TrainResult:
-        step, elapsed_before = 0, 0.0
+        step, elapsed_before, skipped = 0, 0.0, []
         if resume:
             state = self.checkpoints.restore(self.method, self.optimizer, self.global_batch)
             step, elapsed_before = state["step"], state["elapsed_seconds"]
             self.budget.planned_steps = state["planned_steps"]
             self.monitor.alarm_step = state["collapse_alarm_step"]
+            skipped = state["skipped"]
         self.checkpoints.saved_step = step
         logger = RunLogger(self.run_dir, resume_step=step if resume else None)
+        for path, reason in skipped:
+            logger.message(f"skipped checkpoint {path.name}, which cannot be read: {reason}")
         if resume:
             logger.message(f"resumed from step {step} ({elapsed_before:.0f} s of training done)")
         progress = tqdm(
@@ -137,10 +142,14 @@ class Trainer:
         stopped_by = "schedule"
         self.method.train()
         self.method.on_train_start(lambda: self.batches.epoch_pass(epoch=-1))
-        try:
+        with StopSignals() as signals, progress:
             while step < self.budget.total_steps:
                 if self.budget.budget_spent():
                     stopped_by = "budget"
+                    break
+                if signals.requested():
+                    stopped_by = "signal"
+                    logger.message(f"stop requested: checkpointing step {step} and stopping; resuming the run continues from there")
                     break
                 info = StepInfo(step, self.budget.total_steps, self.steps_per_epoch)
                 lr = self.schedule.apply(step, info.total_steps)
@@ -170,14 +179,13 @@ class Trainer:
                     logger.log(step, {"knn_top1": self.online_knn()}, kind="eval")
                 if self.checkpoints.due(step):
                     self._save(step, self.budget.elapsed())
-        finally:
-            progress.close()
 
         seconds, samples_per_second = self.budget.elapsed(), self.budget.samples_per_second(step, self.global_batch)
         if self.checkpoints.saved_step != step:
             self._save(step, seconds)
         logger.close()
-        return TrainResult(step, seconds, samples_per_second, step / self.steps_per_epoch, stopped_by, self.monitor.alarm_step)
+        return TrainResult(step, seconds, samples_per_second, step / self.steps_per_epoch, stopped_by, self.monitor.alarm_step,
+                           signals.received if stopped_by == "signal" else None)
 
     def _step(self, info: StepInfo, logger: RunLogger):
         """One optimisation step with the method's hooks around it; (loss, step output)."""

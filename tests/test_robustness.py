@@ -1,0 +1,231 @@
+"""Nothing lost, nothing cryptic: the bad-input table (each case exits 2 with one line that
+names the problem and no traceback), and what a long run needs: a status file, a lock,
+graceful stops, resuming past a corrupted checkpoint, and a finished run left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from selfsup import runs
+from selfsup.cli import main
+from selfsup.config import ConfigError, parse_budget
+from selfsup.files import write_atomic
+from selfsup.report import format_summary
+from selfsup.train import checkpoint
+
+
+def _folder(path, count: int):
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(path / f"{index}.png")
+    return path
+
+
+# (arguments after `selfsup`, what the one line must say); the paths are made by the test.
+BAD_INPUT = [
+    (["pretrain", "--data", "digits", "--budget", "0"], "'0' is not a positive duration"),
+    (["pretrain", "--data", "digits", "--budget", "-5m"], "'-5m' is not a positive duration"),
+    (["pretrain", "--data", "digits", "--budget", "soon"], "'soon' is not a duration"),
+    (["pretrain", "--data", "digits", "--epochs", "-1"], "epochs must be at least 1"),
+    (["pretrain", "--data", "digits", "train.lrr=0.1"], "unknown config key 'train.lrr'"),
+    (["pretrain", "--data", "digits", "method.temperature=hot"], "method.temperature must be a number, got 'hot'"),
+    (["pretrain", "--data", "{missing}"], "is not an existing folder"),
+    (["pretrain", "--data", "{one_image}"], "has 1 sample(s); self-supervised training needs at least 2"),
+    (["pretrain", "--data", "{empty}"], "empty"),
+    (["pretrain", "--method", "lvp", "--data", "moving-sprites:digits", "video.clips=64", "video.test_clips=8",
+      "method.regularizer=l2"], "method.regularizer must be one of"),
+    (["pretrain", "--config", "{yaml_list}"], "must hold a mapping of sections, got list"),
+    (["pretrain", "--config", "{yaml_bomb}"], "expands to more than 100,000 values"),
+    (["pretrain", "--config", "{missing}"], "does not exist"),
+    (["pretrain", "--resume", "{missing}"], "cannot resume"),
+    (["evaluate", "{missing}"], "is not a run directory"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "message"), BAD_INPUT)
+def test_bad_input_exits_2_with_one_line_that_names_it(arguments, message, tmp_path, capsys):
+    paths = {"missing": tmp_path / "missing", "one_image": _folder(tmp_path / "one", 1), "empty": _folder(tmp_path / "empty", 0),
+             "yaml_list": tmp_path / "list.yaml", "yaml_bomb": tmp_path / "bomb.yaml"}
+    paths["yaml_list"].write_text("- train\n- eval\n")
+    # "Billion laughs": nine levels of nine aliases, 9^9 strings if anything expanded them.
+    levels = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    paths["yaml_bomb"].write_text("method:\n  name: simclr\n  bomb:\n" + "".join(f"    {line}\n" for line in levels))
+    arguments = [a.format(**{k: str(v) for k, v in paths.items()}) for a in arguments]
+    if arguments[0] == "pretrain" and "--resume" not in arguments:
+        arguments += ["--out", str(tmp_path / "run")]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    last = error.strip().splitlines()[-1]  # progress lines may come first
+    assert last.startswith(f"selfsup {arguments[0]}: error: ") and message in last and "Traceback" not in error, error
+
+
+def test_budgets_name_what_is_wrong():
+    assert parse_budget("90s") == 90 and parse_budget("1.5h") == 5400
+    for text, message in (("0", "not a positive duration"), ("-2m", "not a positive duration"), ("2 weeks", "not a duration")):
+        with pytest.raises(ConfigError, match=message):
+            parse_budget(text)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = write_atomic(tmp_path / "summary.json", "{}")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        model = torch.nn.Linear(2, 2)
+        saved = checkpoint.save_checkpoint(tmp_path / "checkpoints", 1, model, torch.optim.SGD(model.parameters(), lr=0.1), {})
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [path, plain, *saved.iterdir()]}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_the_summary_table_says_which_limit_stopped_the_run():
+    summary = {"method": "simclr", "steps": 10, "seconds": 60, "images_per_second": 5}
+    assert format_summary({**summary, "stopped_by": "budget"}).splitlines()[0].endswith("stopped by the time budget")
+    assert format_summary({**summary, "stopped_by": "schedule"}).splitlines()[0].endswith("all planned steps done")
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path, capsys):
+    with runs.RunLock(tmp_path / "run"):
+        assert main(["pretrain", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert f"is in use by another selfsup process (pid {os.getpid()})" in error
+    with runs.RunLock(tmp_path / "run"):  # released: the next process gets it
+        pass
+
+
+# ---------------------------------------------------------------------------- whole runs
+@pytest.mark.e2e
+def test_two_images_with_batch_size_1_train_evaluate_and_say_finished(tmp_path, tiny_overrides):
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.", "train.batch_size"))]
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(_folder(tmp_path / "two", 2)), "--epochs", "2", "--batch-size", "1",
+                 "--out", str(run), "data.size=12", *overrides]) == 0
+    status = json.loads((run / runs.STATUS_FILE).read_text())
+    assert status["state"] == "finished" and status["step"] == 4 and status["stopped_by"] == "schedule"
+    listed = {row["run"]: row for row in runs.list_runs(tmp_path)}
+    assert listed["run"]["state"] == "finished" and listed["run"]["step"] == 4
+
+
+@pytest.mark.e2e
+def test_a_failed_run_says_so_in_its_status(tiny_config):
+    config = tiny_config("train.epochs=50", "train.lr=1e12", "train.checkpoint_every=1", "train.optimizer=sgd", "eval.enabled=false")
+    with pytest.raises(checkpoint.TrainingDiverged):
+        runs.pretrain(config)
+    status = runs.read_status(runs.Path(config.out))
+    assert status["state"] == "failed" and status["reason"].startswith("TrainingDiverged: ")
+    assert "last good checkpoint" in status["reason"]
+    assert status["step"] == json.loads((checkpoint.latest_checkpoint(runs.Path(config.out) / "checkpoints") / "state.json").read_text())["step"]
+
+
+@pytest.mark.e2e
+def test_sigterm_checkpoints_and_resume_ends_with_identical_weights(tmp_path, tiny_overrides):
+    overrides = tiny_overrides + ["train.epochs=4", "train.checkpoint_every=1000", "eval.enabled=false"]
+    command = [sys.executable, "-m", "selfsup.cli", "pretrain", *overrides]
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    subprocess.run(command + [f"out={reference}"], check=True, capture_output=True)
+
+    process = subprocess.Popen(command + [f"out={stopped}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    # The metrics file has a line every 5 steps: stop once training is well under way.
+    while time.time() < deadline and process.poll() is None:
+        metrics = stopped / "metrics.jsonl"
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be stopped; lengthen it"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    status = json.loads((stopped / runs.STATUS_FILE).read_text())
+    final = json.loads((checkpoint.latest_checkpoint(reference / "checkpoints") / "state.json").read_text())["step"]
+    assert status["state"] == "stopped" and status["reason"] == "SIGTERM" and 15 <= status["step"] < final
+    # Stopped at a step boundary: the checkpoint is of the step the status names, not an earlier one.
+    assert json.loads((checkpoint.latest_checkpoint(stopped / "checkpoints") / "state.json").read_text())["step"] == status["step"]
+
+    subprocess.run([sys.executable, "-m", "selfsup.cli", "pretrain", "--resume", str(stopped)], check=True, capture_output=True)
+    _assert_same_final_weights(reference, stopped)
+    assert json.loads((stopped / runs.STATUS_FILE).read_text())["state"] == "finished"
+
+
+@pytest.mark.e2e
+def test_resume_skips_a_corrupted_newest_checkpoint_and_a_finished_run_is_left_alone(tmp_path, tiny_overrides, capsys):
+    run = tmp_path / "run"
+    arguments = ["pretrain", *tiny_overrides, "train.epochs=2", "train.checkpoint_every=10", f"out={run}"]
+    assert main(arguments + ["eval.enabled=false"]) == 0
+    reference = {k: v.clone() for k, v in load_file(checkpoint.latest_checkpoint(run / "checkpoints") / checkpoint.MODEL_FILE).items()}
+
+    # Finished: resuming says so and changes nothing.
+    before = {path: path.read_bytes() for path in (run / runs.SUMMARY_FILE, run / "metrics.jsonl")}
+    events = sorted((run / "tensorboard").iterdir())
+    capsys.readouterr()
+    assert main(["pretrain", "--resume", str(run)]) == 0
+    assert "finished at step 44; nothing to resume" in capsys.readouterr().err
+    assert all(path.read_bytes() == content for path, content in before.items())
+    assert sorted((run / "tensorboard").iterdir()) == events
+
+    # The newest checkpoint truncated, the summary gone (as if killed while writing them).
+    newest = checkpoint.latest_checkpoint(run / "checkpoints")
+    weights = newest / checkpoint.MODEL_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    (run / runs.SUMMARY_FILE).unlink()
+    assert main(["pretrain", "--resume", str(run)]) == 0
+    assert f"skipped checkpoint {newest.name}, which cannot be read" in capsys.readouterr().err
+    resumed = load_file(checkpoint.latest_checkpoint(run / "checkpoints") / checkpoint.MODEL_FILE)
+    assert all(torch.equal(reference[key], resumed[key]) for key in reference)
+
+
+def _assert_same_final_weights(reference, other):
+    expected = load_file(checkpoint.latest_checkpoint(reference / "checkpoints") / checkpoint.MODEL_FILE)
+    found = load_file(checkpoint.latest_checkpoint(other / "checkpoints") / checkpoint.MODEL_FILE)
+    assert expected.keys() == found.keys()
+    for key in expected:
+        assert torch.equal(expected[key], found[key]), key
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 480 KiB tmpfs (room for two checkpoints of the tiny run, not three); skipped where
+    this user may not mount one."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=480k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.e2e
+def test_a_full_disk_keeps_the_last_checkpoint_and_resume_ends_identical(tmp_path, tiny_overrides, small_disk):
+    overrides = tiny_overrides + ["train.epochs=1", "train.checkpoint_every=3", "eval.enabled=false"]
+    command = [sys.executable, "-m", "selfsup.cli", "pretrain", *overrides]
+    subprocess.run(command + [f"out={tmp_path / 'reference'}"], check=True, capture_output=True)
+    run = small_disk / "run"
+    result = subprocess.run(command + [f"out={run}"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "No space left on device" in result.stderr and "the last good checkpoint is" in result.stderr
+    # The previous checkpoint is intact and loadable; no partial one is left to be picked up.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [checkpoint.checkpoint_name(3), checkpoint.checkpoint_name(6)]
+    state = json.loads((run / "checkpoints" / checkpoint.checkpoint_name(6) / checkpoint.STATE_FILE).read_text())
+    assert state["step"] == 6 and len(load_file(run / "checkpoints" / checkpoint.checkpoint_name(6) / checkpoint.MODEL_FILE))
+
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)  # space freed
+    subprocess.run([sys.executable, "-m", "selfsup.cli", "pretrain", "--resume", str(run)], check=True, capture_output=True)
+    _assert_same_final_weights(tmp_path / "reference", run)
