@@ -189,6 +189,42 @@ def test_resume_skips_a_corrupted_newest_checkpoint_and_a_finished_run_is_left_a
     assert all(torch.equal(reference[key], resumed[key]) for key in reference)
 
 
+@pytest.mark.e2e
+def test_a_non_finite_loss_at_step_k_stops_with_a_resumable_checkpoint(tmp_path, tiny_overrides):
+    from selfsup import config as config_module
+    from selfsup.config import Config
+    from selfsup.methods import METHODS
+    from selfsup.methods.simclr import SimCLR
+
+    class PoisonedOnce(SimCLR):
+        """SimCLR whose loss is NaN at step 9 while ``armed``: the seam this test needs."""
+
+        name = "simclr-poisoned-once"
+        armed = True
+
+        def on_step_start(self, info):
+            self.step = info.step
+
+        def pair_loss(self, z_a, z_b):
+            loss = super().pair_loss(z_a, z_b)
+            return loss * float("nan") if self.armed and self.step == 9 else loss
+
+    def config(out):
+        return config_module.apply_overrides(Config(), [*tiny_overrides, f"method.name={PoisonedOnce.name}", "train.epochs=1",
+                                                        "train.checkpoint_every=4", "eval.enabled=false", f"out={out}"])
+
+    try:
+        with pytest.raises(checkpoint.TrainingDiverged, match=r"loss is nan at step 9.*last good checkpoint .*step 8"):
+            runs.pretrain(config(tmp_path / "poisoned"))
+        assert runs.read_status(tmp_path / "poisoned")["state"] == "failed"
+        PoisonedOnce.armed = False
+        runs.pretrain(Config(), resume_dir=tmp_path / "poisoned")
+        runs.pretrain(config(tmp_path / "clean"))
+    finally:
+        METHODS.pop(PoisonedOnce.name)
+    _assert_same_final_weights(tmp_path / "clean", tmp_path / "poisoned")
+
+
 def _assert_same_final_weights(reference, other):
     expected = load_file(checkpoint.latest_checkpoint(reference / "checkpoints") / checkpoint.MODEL_FILE)
     found = load_file(checkpoint.latest_checkpoint(other / "checkpoints") / checkpoint.MODEL_FILE)
@@ -229,3 +265,101 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_resume_ends_identical(tmp_pat
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)  # space freed
     subprocess.run([sys.executable, "-m", "selfsup.cli", "pretrain", "--resume", str(run)], check=True, capture_output=True)
     _assert_same_final_weights(tmp_path / "reference", run)
+
+
+# ---------------------------------------------------------------------------- fuzz corpora
+def _image_corpus(root):
+    """Images a user's folder may hold, made here: (good file names, bad file names)."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    root.mkdir()
+    good = {
+        "rgb.png": lambda p: rgb.save(p),
+        "photo.jpg": lambda p: rgb.save(p, quality=90),
+        "photo.webp": lambda p: rgb.save(p),
+        "scan.tiff": lambda p: rgb.save(p),
+        "cmyk.jpg": lambda p: rgb.convert("CMYK").save(p),
+        "palette_alpha.png": lambda p: rgb.convert("P").save(p, transparency=0),
+        "grey16.png": lambda p: Image.fromarray(rng.integers(0, 65535, (20, 30), dtype=np.uint16)).save(p),
+        "one_pixel.png": lambda p: Image.new("RGB", (1, 1), (200, 10, 10)).save(p),
+        "thin.png": lambda p: Image.new("L", (1, 5000), 128).save(p),
+        "animated.gif": lambda p: rgb.save(p, save_all=True, append_images=[rgb.rotate(90)], duration=50),
+        "png_named.jpg": lambda p: rgb.save(p, format="PNG"),  # a wrong extension, a good image
+    }
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    good["rotated.jpg"] = lambda p: rgb.save(p, exif=exif)
+    for name, make in good.items():
+        make(root / name)
+    bad = {}
+    for name in ("rgb.png", "photo.jpg", "animated.gif", "photo.webp", "scan.tiff"):
+        bad[f"truncated_{name}"] = (root / name).read_bytes()[:40]
+    bad["zero_bytes.png"] = b""
+    bad["notes.jpg"] = b"not an image at all"
+    for name, data in bad.items():
+        (root / name).write_bytes(data)
+    return set(good), set(bad)
+
+
+def test_every_good_image_is_used_and_every_bad_one_listed_with_its_reason(tmp_path):
+    from selfsup.data import load_folder
+
+    good, bad = _image_corpus(tmp_path / "images")
+    images = load_folder(tmp_path / "images", channels=3, size=16, workers=0)
+    assert {os.path.basename(path) for path in images.paths} == good
+    reasons = {os.path.basename(path): reason for path, reason in images.skipped}
+    assert set(reasons) == bad and all(reasons.values())
+    assert images.images.shape == (len(good), 3, 16, 16)
+
+
+def test_text_folders_keep_the_readable_files_and_cut_a_huge_line(tmp_path):
+    from selfsup.data.text import MAX_DOCUMENT_CHARACTERS, text_files
+
+    root = tmp_path / "texts"
+    root.mkdir()
+    (root / "good.txt").write_text("The cat sat on the mat.\n\nFish swim.\n")
+    (root / "binary.txt").write_bytes(b"PK\x03\x04\x00\x00binary")
+    (root / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (root / "blank.md").write_text("\n   \n\t\n\n")
+    (root / "huge.txt").write_text("word " * 10_000_000)  # one 50 MB line
+    corpus = text_files(root)
+    assert "The cat sat on the mat." in corpus.documents and "Fish swim." in corpus.documents
+    assert max(len(document) for document in corpus.documents) == MAX_DOCUMENT_CHARACTERS
+    reasons = {os.path.basename(path): reason for path, reason in corpus.skipped}
+    assert set(reasons) == {"binary.txt", "latin1.txt", "blank.md"}
+    assert "NUL byte" in reasons["binary.txt"] and "not UTF-8" in reasons["latin1.txt"] and "no text" in reasons["blank.md"]
+
+
+@pytest.mark.e2e
+def test_a_finished_run_trains_longer_when_resumed_with_more_epochs(tmp_path, tiny_overrides, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", *tiny_overrides, "train.epochs=1", "eval.enabled=false", f"out={run}"]) == 0
+    assert main(["pretrain", "--resume", str(run), "--epochs", "1"]) == 0
+    assert "finished at step 22; nothing to resume" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", str(run), "--epochs", "2"]) == 0
+    assert json.loads((run / runs.SUMMARY_FILE).read_text())["steps"] == 44
+    assert json.loads((run / runs.STATUS_FILE).read_text())["step"] == 44
+    assert runs.config_module.load(run / runs.CONFIG_FILE).train.epochs == 2
+    assert main(["pretrain", "--resume", str(run), "--seed", "3"]) == 2
+    assert "only --epochs or --budget may lengthen it" in capsys.readouterr().err
+
+
+def test_nothing_is_unpickled_and_yaml_is_read_safely():
+    import selfsup
+
+    source = "\n".join(path.read_text() for path in runs.Path(selfsup.__file__).parent.rglob("*.py"))
+    assert "pickle.load" not in source and "yaml.load(" not in source and "unsafe_load" not in source
+    assert "torch.load(" not in source or "weights_only=True" in source
+
+
+def test_pruning_checkpoints_never_follows_a_link_out_of_the_run(tmp_path):
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / checkpoint.STATE_FILE).write_text("{}")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / checkpoint.checkpoint_name(0)).symlink_to(outside, target_is_directory=True)
+    model = torch.nn.Linear(2, 2)
+    for step in (1, 2, 3):
+        checkpoint.save_checkpoint(tmp_path / "checkpoints", step, model, None, {}, keep=1)
+    assert (outside / checkpoint.STATE_FILE).is_file()
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")] == [checkpoint.checkpoint_name(3)]

@@ -55,15 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "text: stdlib-docs (default), python-docs, or .txt/.md/.rst files; "
                           "video: moving-sprites (default), moving-sprites:fashion-mnist or moving-sprites:digits")
     pretrain.add_argument("--backbone", help="backbone name; default convnet-small")
-    length = pretrain.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="passes over the data")
-    pretrain.add_argument("--budget", help="wall-clock training budget, e.g. 15m, 90s, 2h")
+    pretrain.add_argument("--epochs", type=int, help="passes over the data (with --resume: train a finished run longer)")
+    pretrain.add_argument("--budget", help="wall-clock training budget, e.g. 15m, 90s, 2h (with --resume: a longer one)")
     pretrain.add_argument("--batch-size", type=int)
     pretrain.add_argument("--seed", type=int)
     pretrain.add_argument("--labels-per-class", type=int, help="semi-supervised methods (paws): labels per class the run may use")
     pretrain.add_argument("--out", help="run directory (default runs/<method>-<data>-<time>)")
     pretrain.add_argument("--config", type=Path, help="YAML file with config sections (data, backbone, method, train, ...)")
-    length.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    pretrain.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     pretrain.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=0.3 method.temperature=0.2")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run's newest checkpoint and update summary.json")
@@ -187,10 +186,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "pretrain":
         if args.resume is not None:
-            extra = [name for name in ("modality", "method", "data", "backbone", "budget", "batch_size", "seed", "labels_per_class", "out", "config") if getattr(args, name)]
+            extra = [name for name in ("modality", "method", "data", "backbone", "batch_size", "seed", "labels_per_class", "out", "config") if getattr(args, name)]
             if extra or args.overrides:
-                raise ConfigError(f"--resume continues a run with its own config.yaml; drop {', '.join('--' + e.replace('_', '-') for e in extra) or 'the overrides'}")
-            summary = runs.pretrain(Config(), resume_dir=args.resume)
+                raise ConfigError(f"--resume continues a run with its own config.yaml (only --epochs or --budget may lengthen it); "
+                                  f"drop {', '.join('--' + e.replace('_', '-') for e in extra) or 'the overrides'}")
+            longer = {key: value for key, value in (("epochs", args.epochs), ("budget", args.budget)) if value is not None}
+            summary = runs.pretrain(Config(), resume_dir=args.resume, longer=longer)
         else:
             config = config_from_args(args)
             learns_from = method_class(config.method["name"]).modality

@@ -199,14 +199,22 @@ class TrainedRun:
     summary: dict[str, Any]
 
 
-def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
-    """Train (or resume) a run, evaluate it, write ``summary.json`` and return the summary."""
+def pretrain(config: Config, resume_dir: Path | None = None, longer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or resume) a run, evaluate it, write ``summary.json`` and return the summary.
+
+    ``longer`` (``epochs`` and/or ``budget``, with ``resume_dir``) trains the run on to a new
+    length: the schedule is planned again for it, from the step the run reached.
+    """
     if resume_dir is not None:
         if not (resume_dir / CONFIG_FILE).is_file():
             raise ConfigError(f"cannot resume {resume_dir}: it has no {CONFIG_FILE} (is it a run directory?)")
         config = _load_config(resume_dir)
+        if longer:
+            # A budget alone replaces the epoch count the run was planned with.
+            longer = {"epochs": None, **longer} if "budget" in longer else longer
+            config = config_module.apply_overrides(config, [f"train.{key}={'null' if v is None else v}" for key, v in longer.items()])
         run_dir = resume_dir
-        finished = _finished_summary(config, run_dir)
+        finished = _finished_summary(config, run_dir, replanned=bool(longer))
         if finished is not None:
             return finished
     else:
@@ -225,7 +233,7 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
         try:
             if main:
                 write_status(run_dir, "running", step=_last_step(run_dir) or 0)
-            run = train(config, run_dir, resume=resume_dir is not None)
+            run = train(config, run_dir, resume=resume_dir is not None, replan=bool(longer))
             summary = run.summary
             if main and summary["stopped_by"] == "signal":
                 write_status(run_dir, "stopped", step=summary["steps"], stopped_by="signal",
@@ -247,9 +255,10 @@ def pretrain(config: Config, resume_dir: Path | None = None) -> dict[str, Any]:
     return summary
 
 
-def _finished_summary(config: Config, run_dir: Path) -> dict[str, Any] | None:
+def _finished_summary(config: Config, run_dir: Path, replanned: bool = False) -> dict[str, Any] | None:
     """The summary of a run that has nothing left to train (all its planned steps done, or
-    its budget spent) and was evaluated; None when resuming has work to do."""
+    its budget spent) and was evaluated; None when resuming has work to do. ``replanned``:
+    the planned steps follow ``config`` rather than the checkpoint."""
     summary_path = run_dir / SUMMARY_FILE
     latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
     if latest is None or not summary_path.is_file():
@@ -257,6 +266,8 @@ def _finished_summary(config: Config, run_dir: Path) -> dict[str, Any] | None:
     try:
         state = json.loads((latest / checkpoint.STATE_FILE).read_text())
         planned, budget = state["planned_steps"], parse_budget(config.train.budget)
+        if replanned:
+            planned = config.train.epochs * state["steps_per_epoch"] if config.train.epochs else None
         done = (planned is not None and state["step"] >= planned) or (budget is not None and state["elapsed_seconds"] >= budget)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # resuming will find the newest readable checkpoint, or say why there is none
@@ -266,8 +277,9 @@ def _finished_summary(config: Config, run_dir: Path) -> dict[str, Any] | None:
     return json.loads(summary_path.read_text())
 
 
-def train(config: Config, run_dir: Path, resume: bool = False) -> TrainedRun:
-    """Load the data, resolve and record the config (a new run), train; every process."""
+def train(config: Config, run_dir: Path, resume: bool = False, replan: bool = False) -> TrainedRun:
+    """Load the data, resolve and record the config (a new run, or a resumed one trained
+    longer: ``replan``), train; every process."""
     main = distributed.is_main_process()
     modality = modality_of(config)
     pretrain_set, eval_train, eval_test = modality.load_data(config, run_dir)
@@ -276,9 +288,9 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> TrainedRun:
                         "(the samples of a batch are compared with each other)")
     if not resume:
         config = dataclasses.replace(resolve(config, pretrain_set), out=str(run_dir))
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(run_dir / CONFIG_FILE, config.to_yaml())
+    if (not resume or replan) and main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / CONFIG_FILE, config.to_yaml())
     if pretrain_set.skipped and main:
         write_atomic(run_dir / SKIPPED_FILE, describe_skipped(pretrain_set.skipped))
         say(f"skipped {len(pretrain_set.skipped)} unreadable file(s), listed in {run_dir / SKIPPED_FILE}")
@@ -292,7 +304,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> TrainedRun:
     knn_train, knn_test = labelled_subset(eval_train), labelled_subset(eval_test)
     held_out = (knn_train, knn_test) if len(knn_train) and len(knn_test) else None
     trainer = Trainer(method, view_maker, pretrain_set, config, run_dir, held_out=held_out)
-    result = trainer.fit(resume=resume)
+    result = trainer.fit(resume=resume, replan=replan)
     summary = {
         "method": config.method["name"],
         "modality": modality.name,

@@ -81,6 +81,10 @@ _STDLIB_EXCLUDED = frozenset(
 #: such as ``unittest/test`` or ``ctypes/test``).
 _STDLIB_TEST_FOLDERS = frozenset({"test", "tests", "idle_test"})
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\f\v]*\n")
+#: Longer paragraphs are cut: no sequence model here reads that far (the encoder keeps
+#: text.max_length tokens), and the tokenizer's time and memory grow with the length (a
+#: single 40 MB line took 2 minutes and 6.7 GB).
+MAX_DOCUMENT_CHARACTERS = 1_000_000
 #: How many skip reasons a "nothing could be read" error quotes.
 _REASONS_QUOTED = 5
 
@@ -414,8 +418,9 @@ def _read_text(path: Path) -> str:
 
 
 def _paragraphs(text: str) -> list[str]:
-    """Blank-line separated blocks of ``text``, stripped, empty ones dropped."""
-    return [block.strip() for block in _PARAGRAPH_BREAK.split(text) if block.strip()]
+    """Blank-line separated blocks of ``text``, stripped, empty ones dropped, each cut at
+    :data:`MAX_DOCUMENT_CHARACTERS`."""
+    return [block.strip()[:MAX_DOCUMENT_CHARACTERS] for block in _PARAGRAPH_BREAK.split(text) if block.strip()]
 
 
 # --------------------------------------------------------------------------- shared

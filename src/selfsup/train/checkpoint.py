@@ -45,7 +45,9 @@ def list_checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoints (those with a state file), oldest first."""
     if not directory.is_dir():
         return []
-    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / STATE_FILE).is_file()]
+    # A link is never a checkpoint: pruning must not delete what it points to.
+    found = [p for p in directory.iterdir()
+             if p.is_dir() and not p.is_symlink() and p.name.startswith(PREFIX) and (p / STATE_FILE).is_file()]
     return sorted(found, key=lambda p: p.name)
 
 

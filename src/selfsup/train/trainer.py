@@ -120,12 +120,16 @@ class Trainer:
         self.checkpoints.save(step, self.method, self.optimizer, self._state(elapsed))
 
     # ------------------------------------------------------------------ loop
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, replan: bool = False) -> TrainResult:
+        """Train from scratch, or from the newest readable checkpoint (``resume``) on the
+        schedule it was planned with, or on one planned again from the config (``replan``:
+        a run trained longer)."""
         step, elapsed_before, skipped = 0, 0.0, []
         if resume:
             state = self.checkpoints.restore(self.method, self.optimizer, self.global_batch)
             step, elapsed_before = state["step"], state["elapsed_seconds"]
-            self.budget.planned_steps = state["planned_steps"]
+            if not replan:
+                self.budget.planned_steps = state["planned_steps"]
             self.monitor.alarm_step = state["collapse_alarm_step"]
             skipped = state["skipped"]
         self.checkpoints.saved_step = step
