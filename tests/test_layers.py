@@ -21,7 +21,7 @@ LAYERS = [
     {"evaluate"},
     {"train"},
     {"report"},
-    {"modalities"},
+    {"modalities", "rundir"},
     {"runs"},
     {"cli"},
 ]

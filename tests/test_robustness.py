@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from selfsup import runs
+from selfsup import config as config_module
+from selfsup import rundir, runs
 from selfsup.cli import main
 from selfsup.config import ConfigError, parse_budget
 from selfsup.files import write_atomic
@@ -100,11 +102,11 @@ def test_the_summary_table_says_which_limit_stopped_the_run():
 
 
 def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path, capsys):
-    with runs.RunLock(tmp_path / "run"):
+    with rundir.RunLock(tmp_path / "run"):
         assert main(["pretrain", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err
     assert f"is in use by another selfsup process (pid {os.getpid()})" in error
-    with runs.RunLock(tmp_path / "run"):  # released: the next process gets it
+    with rundir.RunLock(tmp_path / "run"):  # released: the next process gets it
         pass
 
 
@@ -115,9 +117,9 @@ def test_two_images_with_batch_size_1_train_evaluate_and_say_finished(tmp_path, 
     run = tmp_path / "run"
     assert main(["pretrain", "--data", str(_folder(tmp_path / "two", 2)), "--epochs", "2", "--batch-size", "1",
                  "--out", str(run), "data.size=12", *overrides]) == 0
-    status = json.loads((run / runs.STATUS_FILE).read_text())
+    status = json.loads((run / rundir.STATUS_FILE).read_text())
     assert status["state"] == "finished" and status["step"] == 4 and status["stopped_by"] == "schedule"
-    listed = {row["run"]: row for row in runs.list_runs(tmp_path)}
+    listed = {row["run"]: row for row in rundir.list_runs(tmp_path)}
     assert listed["run"]["state"] == "finished" and listed["run"]["step"] == 4
 
 
@@ -126,10 +128,10 @@ def test_a_failed_run_says_so_in_its_status(tiny_config):
     config = tiny_config("train.epochs=50", "train.lr=1e12", "train.checkpoint_every=1", "train.optimizer=sgd", "eval.enabled=false")
     with pytest.raises(checkpoint.TrainingDiverged):
         runs.pretrain(config)
-    status = runs.read_status(runs.Path(config.out))
+    status = rundir.read_status(Path(config.out))
     assert status["state"] == "failed" and status["reason"].startswith("TrainingDiverged: ")
     assert "last good checkpoint" in status["reason"]
-    assert status["step"] == json.loads((checkpoint.latest_checkpoint(runs.Path(config.out) / "checkpoints") / "state.json").read_text())["step"]
+    assert status["step"] == json.loads((checkpoint.latest_checkpoint(Path(config.out) / "checkpoints") / "state.json").read_text())["step"]
 
 
 @pytest.mark.e2e
@@ -151,7 +153,7 @@ def test_sigterm_checkpoints_and_resume_ends_with_identical_weights(tmp_path, ti
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    status = json.loads((stopped / runs.STATUS_FILE).read_text())
+    status = json.loads((stopped / rundir.STATUS_FILE).read_text())
     final = json.loads((checkpoint.latest_checkpoint(reference / "checkpoints") / "state.json").read_text())["step"]
     assert status["state"] == "stopped" and status["reason"] == "SIGTERM" and 15 <= status["step"] < final
     # Stopped at a step boundary: the checkpoint is of the step the status names, not an earlier one.
@@ -159,7 +161,7 @@ def test_sigterm_checkpoints_and_resume_ends_with_identical_weights(tmp_path, ti
 
     subprocess.run([sys.executable, "-m", "selfsup.cli", "pretrain", "--resume", str(stopped)], check=True, capture_output=True)
     _assert_same_final_weights(reference, stopped)
-    assert json.loads((stopped / runs.STATUS_FILE).read_text())["state"] == "finished"
+    assert json.loads((stopped / rundir.STATUS_FILE).read_text())["state"] == "finished"
 
 
 @pytest.mark.e2e
@@ -170,7 +172,7 @@ def test_resume_skips_a_corrupted_newest_checkpoint_and_a_finished_run_is_left_a
     reference = {k: v.clone() for k, v in load_file(checkpoint.latest_checkpoint(run / "checkpoints") / checkpoint.MODEL_FILE).items()}
 
     # Finished: resuming says so and changes nothing.
-    before = {path: path.read_bytes() for path in (run / runs.SUMMARY_FILE, run / "metrics.jsonl")}
+    before = {path: path.read_bytes() for path in (run / rundir.SUMMARY_FILE, run / "metrics.jsonl")}
     events = sorted((run / "tensorboard").iterdir())
     capsys.readouterr()
     assert main(["pretrain", "--resume", str(run)]) == 0
@@ -182,7 +184,7 @@ def test_resume_skips_a_corrupted_newest_checkpoint_and_a_finished_run_is_left_a
     newest = checkpoint.latest_checkpoint(run / "checkpoints")
     weights = newest / checkpoint.MODEL_FILE
     weights.write_bytes(weights.read_bytes()[:100])
-    (run / runs.SUMMARY_FILE).unlink()
+    (run / rundir.SUMMARY_FILE).unlink()
     assert main(["pretrain", "--resume", str(run)]) == 0
     assert f"skipped checkpoint {newest.name}, which cannot be read" in capsys.readouterr().err
     resumed = load_file(checkpoint.latest_checkpoint(run / "checkpoints") / checkpoint.MODEL_FILE)
@@ -191,7 +193,6 @@ def test_resume_skips_a_corrupted_newest_checkpoint_and_a_finished_run_is_left_a
 
 @pytest.mark.e2e
 def test_a_non_finite_loss_at_step_k_stops_with_a_resumable_checkpoint(tmp_path, tiny_overrides):
-    from selfsup import config as config_module
     from selfsup.config import Config
     from selfsup.methods import METHODS
     from selfsup.methods.simclr import SimCLR
@@ -216,7 +217,7 @@ def test_a_non_finite_loss_at_step_k_stops_with_a_resumable_checkpoint(tmp_path,
     try:
         with pytest.raises(checkpoint.TrainingDiverged, match=r"loss is nan at step 9.*last good checkpoint .*step 8"):
             runs.pretrain(config(tmp_path / "poisoned"))
-        assert runs.read_status(tmp_path / "poisoned")["state"] == "failed"
+        assert rundir.read_status(tmp_path / "poisoned")["state"] == "failed"
         PoisonedOnce.armed = False
         runs.pretrain(Config(), resume_dir=tmp_path / "poisoned")
         runs.pretrain(config(tmp_path / "clean"))
@@ -337,9 +338,9 @@ def test_a_finished_run_trains_longer_when_resumed_with_more_epochs(tmp_path, ti
     assert main(["pretrain", "--resume", str(run), "--epochs", "1"]) == 0
     assert "finished at step 22; nothing to resume" in capsys.readouterr().err
     assert main(["pretrain", "--resume", str(run), "--epochs", "2"]) == 0
-    assert json.loads((run / runs.SUMMARY_FILE).read_text())["steps"] == 44
-    assert json.loads((run / runs.STATUS_FILE).read_text())["step"] == 44
-    assert runs.config_module.load(run / runs.CONFIG_FILE).train.epochs == 2
+    assert json.loads((run / rundir.SUMMARY_FILE).read_text())["steps"] == 44
+    assert json.loads((run / rundir.STATUS_FILE).read_text())["step"] == 44
+    assert config_module.load(run / rundir.CONFIG_FILE).train.epochs == 2
     assert main(["pretrain", "--resume", str(run), "--seed", "3"]) == 2
     assert "only --epochs or --budget may lengthen it" in capsys.readouterr().err
 
@@ -347,7 +348,7 @@ def test_a_finished_run_trains_longer_when_resumed_with_more_epochs(tmp_path, ti
 def test_nothing_is_unpickled_and_yaml_is_read_safely():
     import selfsup
 
-    source = "\n".join(path.read_text() for path in runs.Path(selfsup.__file__).parent.rglob("*.py"))
+    source = "\n".join(path.read_text() for path in Path(selfsup.__file__).parent.rglob("*.py"))
     assert "pickle.load" not in source and "yaml.load(" not in source and "unsafe_load" not in source
     assert "torch.load(" not in source or "weights_only=True" in source
 

@@ -205,8 +205,10 @@ def _run(args: argparse.Namespace) -> int:
         # Stopped by SIGTERM or SIGINT after checkpointing: the conventional 128 + signal.
         return 128 + summary["stop_signal"] if summary.get("stopped_by") == "signal" else 0
     if args.command == "runs":
+        from selfsup.rundir import list_runs
+
         rows = [[r["run"], r["method"], r["data"], r["state"], r["step"], r["knn_top1"], r["reason"] or ""]
-                for r in runs.list_runs(args.root)]
+                for r in list_runs(args.root)]
         if not rows:
             raise ConfigError(f"{args.root} holds no run directories")
         print(format_table(["run", "method", "data", "state", "step", "kNN", "why"], rows))

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
-import os
 import shutil
 import signal
 import time
@@ -34,15 +32,11 @@ from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
 from selfsup.modalities.base import LoadedRun, say
+from selfsup.rundir import CONFIG_FILE, SKIPPED_FILE, SUMMARY_FILE, RunLock, last_step, write_status
 from selfsup.train import checkpoint
 from selfsup.train.trainer import Trainer
 
 DEFAULT_BATCH_SIZE = 256
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-SKIPPED_FILE = "skipped_files.txt"
-STATUS_FILE = "status.json"
-LOCK_FILE = ".lock"
 
 
 class RunExistsError(ConfigError):
@@ -51,89 +45,6 @@ class RunExistsError(ConfigError):
     def __init__(self, run_dir: Path):
         super().__init__(f"{run_dir} already holds a run; resume it or choose another run directory")
         self.run_dir = run_dir
-
-
-class RunLock:
-    """An exclusive lock on a run directory (``.lock``, released when the process ends, even
-    by SIGKILL), held while a process trains or evaluates in it, so that two never write
-    the same run."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-
-    def __enter__(self) -> RunLock:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = (self.run_dir / LOCK_FILE).open("a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
-            self._file.close()
-            raise ConfigError(f"{self.run_dir} is in use by another selfsup process (pid {holder}); "
-                              "wait for it to end or choose another run directory") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(str(os.getpid()))
-        self._file.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
-
-
-def write_status(run_dir: Path, state: str, **fields: Any) -> None:
-    """``status.json``: ``state`` (running, finished, stopped, failed) with the step and the
-    reason, written atomically so that a reader never sees half of it."""
-    status = {"state": state, **fields, "pid": os.getpid(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_atomic(run_dir / STATUS_FILE, json.dumps(status, indent=2))
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run's ``status.json``; a run still marked running whose process is gone is
-    reported ``interrupted`` (killed, or its machine went down)."""
-    try:
-        status = json.loads((run_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {"state": "finished" if (run_dir / SUMMARY_FILE).is_file() else "unknown"}
-    if status.get("state") == "running" and not _alive(status.get("pid")):
-        status["state"] = "interrupted"
-    return status
-
-
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, TypeError, ValueError):
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _last_step(run_dir: Path) -> int | None:
-    latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
-    try:
-        return json.loads((latest / checkpoint.STATE_FILE).read_text())["step"] if latest else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def list_runs(root: Path) -> list[dict[str, Any]]:
-    """Every run directory below ``root`` (one level) with its status and headline figures."""
-    rows = []
-    for run_dir in sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file()) if root.is_dir() else []:
-        status = read_status(run_dir)
-        summary_path = run_dir / SUMMARY_FILE
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        config = config_module.load(run_dir / CONFIG_FILE)
-        rows.append({
-            "run": run_dir.name, "method": config.method["name"], "data": config.data.source,
-            "state": status["state"], "step": status.get("step", _last_step(run_dir)),
-            "knn_top1": summary.get("knn_top1"), "reason": status.get("reason") or status.get("stopped_by"),
-        })
-    return rows
 
 
 # ---------------------------------------------------------------------------- the config
@@ -232,7 +143,7 @@ def pretrain(config: Config, resume_dir: Path | None = None, longer: dict[str, A
     with RunLock(run_dir) if main else contextlib.nullcontext():
         try:
             if main:
-                write_status(run_dir, "running", step=_last_step(run_dir) or 0)
+                write_status(run_dir, "running", step=last_step(run_dir) or 0)
             run = train(config, run_dir, resume=resume_dir is not None, replan=bool(longer))
             summary = run.summary
             if main and summary["stopped_by"] == "signal":
@@ -247,7 +158,7 @@ def pretrain(config: Config, resume_dir: Path | None = None, longer: dict[str, A
             if main and run_dir.is_dir():
                 stopped = isinstance(error, KeyboardInterrupt)
                 with contextlib.suppress(OSError):  # the disk may be what failed
-                    write_status(run_dir, "stopped" if stopped else "failed", step=_last_step(run_dir),
+                    write_status(run_dir, "stopped" if stopped else "failed", step=last_step(run_dir),
                                  reason="interrupted" if stopped else f"{type(error).__name__}: {error}")
             raise
     if launched_here:
