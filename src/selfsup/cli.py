@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunExistsError as error:
         print(f"selfsup {args.command}: error: {error.run_dir} already holds a run; resume it with --resume {error.run_dir} "
               "or choose another --out", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except (ConfigError, DataError, CheckpointError) as error:
         # Bad input (config, data, a checkpoint) ends in one clear line.
         print(f"selfsup {args.command}: error: {error}", file=sys.stderr)
