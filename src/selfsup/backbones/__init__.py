@@ -1,4 +1,5 @@
-"""Backbones by name. Any nn.Module mapping images to [B, D] works; these are the built-ins.
+"""Backbones by name. Any nn.Module mapping images to [B, D] works; these are the built-ins,
+and ``module.path:callable`` builds a user's (torchvision's or timm's where they run).
 
 The registry holds image backbones (built from in_channels and width); the text encoder
 (``TransformerEncoder``, token ids -> [B, T, D]) is built directly by text methods.
@@ -6,12 +7,15 @@ The registry holds image backbones (built from in_channels and width); the text 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from selfsup.backbones.convnet import ConvNet
+from selfsup.backbones.regnet import REGNETY, RegNetY
 from selfsup.backbones.resnet import ResNet, resnet18, resnet34, resnet50
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.config import ConfigError
@@ -20,7 +24,7 @@ from selfsup.config import ConfigError
 @dataclass(frozen=True)
 class BackboneSpec:
     build: Callable[[int, int], nn.Module]  # (in_channels, width) -> module with .output_dim
-    default_width: int
+    default_width: int | None  # None: the design fixes the widths (backbone.width does not apply)
     description: str
 
 
@@ -34,6 +38,12 @@ BACKBONES: dict[str, BackboneSpec] = {
 for _depth, _factory in (("18", resnet18), ("34", resnet34), ("50", resnet50)):
     BACKBONES[f"resnet{_depth}"] = BackboneSpec(_resnet(_factory, False), 64, f"ResNet-{_depth}, ImageNet stem (7x7/2 + max-pool)")
     BACKBONES[f"resnet{_depth}-small"] = BackboneSpec(_resnet(_factory, True), 64, f"ResNet-{_depth}, small-image stem (3x3/1, no pool) for 28-64 px")
+for _name, _params in REGNETY.items():
+    for _small in (False, True):
+        BACKBONES[f"regnety-{_name}" + ("-small" if _small else "")] = BackboneSpec(
+            lambda c, w, params=_params, small=_small: RegNetY(params, c, small), None,
+            f"RegNetY-{_name.upper()}, " + ("small-image stem (3x3/1) for 28-64 px" if _small else "ImageNet stem (3x3/2)"),
+        )
 
 
 def uses_convolutions(module: nn.Module) -> bool:
@@ -42,16 +52,45 @@ def uses_convolutions(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
-def build_backbone(name: str, in_channels: int, width: int | None = None) -> tuple[nn.Module, int]:
-    """Build a registered backbone; returns (module, feature dimension D)."""
+def build_backbone(name: str, in_channels: int, width: int | None = None, image_size: int = 32) -> tuple[nn.Module, int]:
+    """Build a registered backbone, or ``module.path:callable`` (called with no arguments);
+    returns (module, feature dimension D)."""
+    if ":" in name:
+        return _user_backbone(name, in_channels, image_size)
     try:
         spec = BACKBONES[name]
     except KeyError:
         raise ConfigError(f"backbone.name: unknown backbone {name!r}; available: {', '.join(BACKBONES)}") from None
     if width is not None and width < 1:
         raise ConfigError(f"backbone.width must be a positive integer, got {width}")
+    if width is not None and spec.default_width is None:
+        raise ConfigError(f"backbone.width does not apply to {name}: its widths are the design's")
     module = spec.build(in_channels, width or spec.default_width)
     return module, module.output_dim
 
 
-__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "ResNet", "TransformerEncoder", "build_backbone", "resnet18", "resnet34", "resnet50", "uses_convolutions"]
+def _user_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+    """A user's module: its feature size read off one forward pass on the meta device
+    (no memory, no compute)."""
+    module_path, _, attribute = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_path), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"backbone.name: cannot import {name!r}: {error}") from None
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"backbone.name: {name!r} returned a {type(module).__name__}, not a torch.nn.Module")
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    try:
+        shape = torch.func.functional_call(
+            module, {key: value.to("meta") for key, value in tensors.items()},
+            (torch.empty(2, in_channels, image_size, image_size, device="meta"),),
+        ).shape
+    except Exception as error:  # any failure of the user's forward pass on this input
+        raise ConfigError(f"backbone.name: {name!r} cannot read [B, {in_channels}, {image_size}, {image_size}] images: {error}") from None
+    if len(shape) != 2:
+        raise ConfigError(f"backbone.name: {name!r} must map images to [B, D] features, it gives {list(shape)}")
+    return module, shape[1]
+
+
+__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "REGNETY", "RegNetY", "ResNet", "TransformerEncoder", "build_backbone", "resnet18", "resnet34", "resnet50", "uses_convolutions"]
