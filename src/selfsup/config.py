@@ -47,6 +47,8 @@ class BackboneConfig:
     """Transformer blocks (text); null = 4."""
     heads: int | None = None
     """Attention heads (text); null = 4."""
+    pool: str | None = None
+    """Vision transformers' features: 'cls' (the [CLS] output; null) or 'mean' (of the patches)."""
 
 
 @dataclass

@@ -18,22 +18,25 @@ from selfsup.backbones.convnet import ConvNet
 from selfsup.backbones.regnet import REGNETY, RegNetY
 from selfsup.backbones.resnet import ResNet, resnet18, resnet34, resnet50
 from selfsup.backbones.text import TransformerEncoder
+from selfsup.backbones.vit import POOLS, VIT_SIZES, VisionTransformer
 from selfsup.config import ConfigError
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    build: Callable[[int, int], nn.Module]  # (in_channels, width) -> module with .output_dim
+    # (in_channels, width, image_size, pool) -> a module with .output_dim
+    build: Callable[[int, int | None, int, str], nn.Module]
     default_width: int | None  # None: the design fixes the widths (backbone.width does not apply)
     description: str
+    pools: bool = False  # whether backbone.pool applies (vision transformers)
 
 
-def _resnet(factory: Callable[..., ResNet], small_images: bool) -> Callable[[int, int], nn.Module]:
-    return lambda in_channels, width: factory(in_channels, small_images, width)
+def _resnet(factory: Callable[..., ResNet], small_images: bool) -> Callable[..., nn.Module]:
+    return lambda in_channels, width, image_size, pool: factory(in_channels, small_images, width)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "convnet-small": BackboneSpec(lambda c, w: ConvNet(c, w), 64, "VGG-style convnet, stride-2 stem: the fast CPU default for 28-32 px"),
+    "convnet-small": BackboneSpec(lambda c, w, size, pool: ConvNet(c, w), 64, "VGG-style convnet, stride-2 stem: the fast CPU default for 28-32 px"),
 }
 for _depth, _factory in (("18", resnet18), ("34", resnet34), ("50", resnet50)):
     BACKBONES[f"resnet{_depth}"] = BackboneSpec(_resnet(_factory, False), 64, f"ResNet-{_depth}, ImageNet stem (7x7/2 + max-pool)")
@@ -41,8 +44,16 @@ for _depth, _factory in (("18", resnet18), ("34", resnet34), ("50", resnet50)):
 for _name, _params in REGNETY.items():
     for _small in (False, True):
         BACKBONES[f"regnety-{_name}" + ("-small" if _small else "")] = BackboneSpec(
-            lambda c, w, params=_params, small=_small: RegNetY(params, c, small), None,
+            lambda c, w, size, pool, params=_params, small=_small: RegNetY(params, c, small), None,
             f"RegNetY-{_name.upper()}, " + ("small-image stem (3x3/1) for 28-64 px" if _small else "ImageNet stem (3x3/2)"),
+        )
+
+
+for _name, _size in VIT_SIZES.items():
+    for _patch in (16, 4):
+        BACKBONES[f"vit-{_name}" + ("-small" if _patch == 4 else "")] = BackboneSpec(
+            lambda c, w, size, pool, vit_size=_size, patch=_patch: VisionTransformer(vit_size, c, size, patch, pool), None,
+            f"ViT-{_name.capitalize()}, {_patch} px patches" + (" for 28-64 px images" if _patch == 4 else ""), pools=True,
         )
 
 
@@ -52,7 +63,8 @@ def uses_convolutions(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
-def build_backbone(name: str, in_channels: int, width: int | None = None, image_size: int = 32) -> tuple[nn.Module, int]:
+def build_backbone(name: str, in_channels: int, width: int | None = None, image_size: int = 32,
+                   pool: str | None = None) -> tuple[nn.Module, int]:
     """Build a registered backbone, or ``module.path:callable`` (called with no arguments);
     returns (module, feature dimension D)."""
     if ":" in name:
@@ -65,7 +77,11 @@ def build_backbone(name: str, in_channels: int, width: int | None = None, image_
         raise ConfigError(f"backbone.width must be a positive integer, got {width}")
     if width is not None and spec.default_width is None:
         raise ConfigError(f"backbone.width does not apply to {name}: its widths are the design's")
-    module = spec.build(in_channels, width or spec.default_width)
+    if pool is not None and not spec.pools:
+        raise ConfigError(f"backbone.pool applies to vision transformers, not to {name}")
+    if pool is not None and pool not in POOLS:
+        raise ConfigError(f"backbone.pool: {pool!r} is not one of {', '.join(POOLS)}")
+    module = spec.build(in_channels, width or spec.default_width, image_size, pool or "cls")
     return module, module.output_dim
 
 
@@ -93,4 +109,4 @@ def _user_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Mod
     return module, shape[1]
 
 
-__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "REGNETY", "RegNetY", "ResNet", "TransformerEncoder", "build_backbone", "resnet18", "resnet34", "resnet50", "uses_convolutions"]
+__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "REGNETY", "RegNetY", "ResNet", "TransformerEncoder", "VisionTransformer", "build_backbone", "resnet18", "resnet34", "resnet50", "uses_convolutions"]

@@ -100,7 +100,8 @@ class ImageModality(Modality):
         return ViewMaker(recipe, augment.mean, augment.std)
 
     def build_backbone(self, config: Config, method: type[Method]) -> tuple[nn.Module, int, dict[str, Any]]:
-        backbone, dim = build_backbone(config.backbone.name, config.data.channels, config.backbone.width, config.data.size)
+        backbone, dim = build_backbone(config.backbone.name, config.data.channels, config.backbone.width, config.data.size,
+                                       config.backbone.pool)
         return backbone, dim, {}
 
     def evaluate(self, method: Method, view_maker: ViewMaker, config: Config, train: ImageSet, test: ImageSet,
