@@ -3,10 +3,10 @@
     python benchmarks/throughput.py [--batch-size 256] [--steps 5] [--no-write]
 
 Prints, all measured in this one run:
-- the peak fp32 matmul FLOP/s of the device (the roofline);
-- for the default CPU backbone and ResNet-18 (small-image stem): SimCLR training images/s
-  and the achieved FLOP/s (forward + backward, counted by torch's FlopCounterMode) as a
-  share of that peak;
+- the peak fp32 matmul FLOP/s of the device (the best of two sizes);
+- for the default CPU backbone, ResNet-18, RegNetY-400MF (small-image stems) and ViT-Tiny
+  (4 px patches): SimCLR training images/s and the achieved FLOP/s (forward + backward,
+  counted by torch's FlopCounterMode) as a share of that peak;
 - augmentation images/s (two views each) of selfsup's batched on-device ViewMaker against a
   per-sample Pillow pipeline in DataLoader workers (the usual torchvision-style path of
   lightly and solo-learn), with the same operations, and the share of a training step the
@@ -36,7 +36,7 @@ from selfsup.train.optim import build_optimizer
 
 def training_step_rate(backbone: str, images: torch.Tensor, view_maker: ViewMaker, device, batch_size: int, steps: int):
     torch.manual_seed(0)
-    module, dim = build_backbone(backbone, images.shape[1])
+    module, dim = build_backbone(backbone, images.shape[1], image_size=view_maker.recipe.global_size)
     method = build_method({"name": "simclr"}, module, dim).to(device).to(memory_format=torch.channels_last)
     optimizer = build_optimizer("lars", method, lr=0.1, weight_decay=1e-5, momentum=0.9)
     batch = images[:batch_size].to(device)
@@ -149,14 +149,20 @@ def main() -> None:
 
     rows = []
     step_seconds = {}
+    above_peak = False
     native = recipe.global_size
     # The 16 px row is the crop size of the Fashion-MNIST benchmark recipe.
-    for backbone, size, steps in (("convnet-small", native, args.steps), ("convnet-small", 16, args.steps), ("resnet18-small", native, args.resnet_steps)):
+    backbones = (
+        ("convnet-small", native, args.steps), ("convnet-small", 16, args.steps), ("resnet18-small", native, args.resnet_steps),
+        ("regnety-400mf-small", native, args.resnet_steps), ("vit-tiny-small", native, args.resnet_steps),
+    )
+    for backbone, size, steps in backbones:
         maker = ViewMaker(dataclasses.replace(recipe, global_size=size), view_maker.mean, view_maker.std)
         rate, flops, seconds = training_step_rate(backbone, images, maker, device, args.batch_size, steps)
         step_seconds[backbone, size] = seconds
         print(f"{backbone} at {size} px: {rate:,.0f} images/s, {flops / 1e9:,.1f} GFLOP/s = {100 * flops / peak:.0f}% of peak")
         rows.append([f"SimCLR step, {backbone}, {size} px views", f"{rate:,.0f}", f"{flops / 1e9:,.1f}", f"{100 * flops / peak:.0f}%"])
+        above_peak |= flops > peak
 
     ours = on_device_augment_rate(images, view_maker, device, args.batch_size)
     pillow = pillow_augment_rate(images, recipe.global_size, recipe.global_scale, mean, std, args.batch_size, args.workers)
@@ -172,7 +178,10 @@ def main() -> None:
         f"Machine: {machine()}. Measured peak fp32 matmul: {peak / 1e9:,.1f} GFLOP/s. "
         f"Data: {source} ({images.shape[1]}x{images.shape[2]}x{images.shape[3]}), batch {args.batch_size}, "
         f"SimCLR recipe `small-images`.\n\n{table}\n\n"
-        "`python benchmarks/throughput.py`"
+        + ("Shares above 100%: those convolutions ran faster than the best square matmul measured in the same "
+           "process (oneDNN's convolution kernels against the BLAS sgemm); the peak is a measurement, not a bound.\n\n"
+           if above_peak else "")
+        + "`python benchmarks/throughput.py`"
     )
     print(table)
     if not args.no_write:
