@@ -72,13 +72,27 @@ def broadcast_object(value):
     return holder[0]
 
 
+def _collective_device() -> torch.device:
+    """Where a tensor of a collective must live: NCCL works on the GPU only."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def broadcast_int(value: int) -> int:
     """Rank 0's integer on every rank, cheaply (a tensor broadcast, for per-step decisions)."""
     if world_size() == 1:
         return value
-    holder = torch.tensor([value], dtype=torch.long)
+    holder = torch.tensor([value], dtype=torch.long, device=_collective_device())
     dist.broadcast(holder, src=0)
     return int(holder.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
+    if world_size() == 1:
+        return flag
+    holder = torch.tensor([int(flag)], dtype=torch.long, device=_collective_device())
+    dist.all_reduce(holder, op=dist.ReduceOp.MAX)
+    return bool(holder.item())
 
 
 def shutdown() -> None:

@@ -83,11 +83,9 @@ def _alive(pid: Any) -> bool:
 
 
 def last_step(run_dir: Path) -> int | None:
-    latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
-    try:
-        return json.loads((latest / checkpoint.STATE_FILE).read_text())["step"] if latest else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The step of the run's newest checkpoint (None when there is none to read)."""
+    state = checkpoint.latest_state(run_dir / "checkpoints")
+    return state.get("step") if state else None
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:

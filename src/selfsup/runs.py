@@ -117,9 +117,7 @@ def pretrain(config: Config, resume_dir: Path | None = None, longer: dict[str, A
     length: the schedule is planned again for it, from the step the run reached.
     """
     if resume_dir is not None:
-        if not (resume_dir / CONFIG_FILE).is_file():
-            raise ConfigError(f"cannot resume {resume_dir}: it has no {CONFIG_FILE} (is it a run directory?)")
-        config = _load_config(resume_dir)
+        config = _load_config(resume_dir, f"cannot resume {resume_dir}")
         if longer:
             # A budget alone replaces the epoch count the run was planned with.
             longer = {"epochs": None, **longer} if "budget" in longer else longer
@@ -171,17 +169,16 @@ def _finished_summary(config: Config, run_dir: Path, replanned: bool = False) ->
     its budget spent) and was evaluated; None when resuming has work to do. ``replanned``:
     the planned steps follow ``config`` rather than the checkpoint."""
     summary_path = run_dir / SUMMARY_FILE
-    latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
-    if latest is None or not summary_path.is_file():
-        return None
+    state = checkpoint.latest_state(run_dir / "checkpoints")
+    if state is None or not summary_path.is_file():
+        return None  # resuming will find the newest readable checkpoint, or say why there is none
     try:
-        state = json.loads((latest / checkpoint.STATE_FILE).read_text())
         planned, budget = state["planned_steps"], parse_budget(config.train.budget)
         if replanned:
             planned = config.train.epochs * state["steps_per_epoch"] if config.train.epochs else None
         done = (planned is not None and state["step"] >= planned) or (budget is not None and state["elapsed_seconds"] >= budget)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # resuming will find the newest readable checkpoint, or say why there is none
+    except (KeyError, TypeError):
+        return None
     if not done:
         return None
     say(f"{run_dir} finished at step {state['step']}; nothing to resume")
@@ -252,7 +249,9 @@ def train_baselines(config: Config, run_dir: Path) -> dict[str, Method]:
             baseline = dataclasses.replace(baseline, eval=dataclasses.replace(baseline.eval, enabled=False), out=str(out))
             trained = train(baseline, out)
             write_atomic(out / SUMMARY_FILE, json.dumps(trained.summary, indent=2))
-        models[name] = load_run(out).method
+            models[name] = trained.method
+        else:
+            models[name] = load_run(out).method
     return models
 
 
@@ -272,28 +271,21 @@ def evaluate(method: Method, view_maker, config: Config, eval_train: SampleSet, 
 
 
 # ---------------------------------------------------------------------------- finished runs
-def _load_config(run_dir: Path) -> Config:
+def _load_config(run_dir: Path, refusal: str | None = None) -> Config:
+    """The run's ``config.yaml``; ``refusal`` begins the error when there is none."""
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+        raise ConfigError(f"{refusal + ': ' if refusal else ''}{run_dir} is not a run directory: it has no {CONFIG_FILE}")
     return config_module.load(config_path)
 
 
 def load_run(run_dir: Path, device: torch.device | None = None) -> LoadedRun:
     """Rebuild a run's method from ``config.yaml`` and its newest checkpoint."""
     config = _load_config(run_dir)
-    found = checkpoint.list_checkpoints(run_dir / "checkpoints")
-    if not found:
-        raise checkpoint.CheckpointError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
     method = build_model(config)
-    for candidate in reversed(found):  # the newest that can be read
-        try:
-            state = checkpoint.load_checkpoint(candidate, method)
-            break
-        except checkpoint.CheckpointError as error:
-            if candidate == found[0]:
-                raise
-            say(f"skipped checkpoint {candidate.name}, which cannot be read: {error}")
+    _, state, skipped = checkpoint.load_newest_readable(run_dir / "checkpoints", method)
+    for path, reason in skipped:
+        say(f"skipped checkpoint {path.name}, which cannot be read: {reason}")
     method.to(device or distributed.resolve_device(config.train.device)).eval()
     return LoadedRun(run_dir, config, method, state)
 

@@ -184,12 +184,11 @@ class Method(nn.Module):
         methods with a ``projector``; methods that compare something else override it."""
         return self.projector(self.backbone(images))
 
-    def project_two_views(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z_a, z_b): :meth:`project` of the first two views in one pass (one pass of larger
-        matrices is faster, and BatchNorm statistics are shared by both views, as in the
-        reference implementations), split back."""
-        z_a, z_b = self.project(torch.cat([views[0], views[1]])).chunk(2)
-        return z_a, z_b
+    def project_two_views(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`project` of the first two views in one pass, [2B, D'], the first view's rows
+        first (one pass of larger matrices is faster, and BatchNorm statistics are shared by
+        both views, as in the reference implementations); ``.chunk(2)`` splits it per view."""
+        return self.project(torch.cat([views[0], views[1]]))
 
     # ------------------------------------------------------------------ what evaluation reads
     @torch.no_grad()
@@ -232,7 +231,7 @@ class TwoViewMethod(Method):
         raise NotImplementedError
 
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        z_a, z_b = self.project_two_views(views)
+        z_a, z_b = self.project_two_views(views).chunk(2)
         return StepOutput(self.pair_loss(z_a, z_b), embeddings=z_a.detach())
 
 

@@ -40,11 +40,12 @@ class BYOL(Method):
         self.momentum = base_momentum
 
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        z_a, z_b = self.project_two_views(views)
-        p_a, p_b = self.predictor(torch.cat([z_a, z_b])).chunk(2)
-        target_a, target_b = self.target(torch.cat([views[0], views[1]])).chunk(2)
+        both = torch.cat([views[0], views[1]])  # one batch for the online and the target network
+        z = self.project(both)
+        p_a, p_b = self.predictor(z).chunk(2)
+        target_a, target_b = self.target(both).chunk(2)
         loss = byol_mse(p_a, target_b) + byol_mse(p_b, target_a)
-        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z_a.detach())
+        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z.chunk(2)[0].detach())
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

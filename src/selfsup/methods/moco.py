@@ -111,11 +111,12 @@ class MoCoV3(Method):
         self.momentum = base_momentum
 
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        z_a, z_b = self.project_two_views(views)
-        q_a, q_b = self.predictor(torch.cat([z_a, z_b])).chunk(2)
-        k_a, k_b = self.key_encoder(torch.cat([views[0], views[1]])).chunk(2)
+        both = torch.cat([views[0], views[1]])  # one batch for the query and the key encoder
+        z = self.project(both)
+        q_a, q_b = self.predictor(z).chunk(2)
+        k_a, k_b = self.key_encoder(both).chunk(2)
         loss = moco_v3_contrastive(q_a, k_b, self.temperature) + moco_v3_contrastive(q_b, k_a, self.temperature)
-        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z_a.detach())
+        return StepOutput(loss, {"momentum": self.momentum}, embeddings=z.chunk(2)[0].detach())
 
     @torch.no_grad()
     def energy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,9 @@ class SimSiam(Method):
         return [self.predictor]
 
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
-        z_a, z_b = self.project_two_views(views)
-        p_a, p_b = self.predictor(torch.cat([z_a, z_b])).chunk(2)
+        z = self.project_two_views(views)
+        z_a, z_b = z.chunk(2)
+        p_a, p_b = self.predictor(z).chunk(2)
         loss = (negative_cosine(p_a, z_b) + negative_cosine(p_b, z_a)) / 2
         return StepOutput(loss, embeddings=z_a.detach())
 

@@ -56,6 +56,39 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def latest_state(directory: Path) -> dict[str, Any] | None:
+    """The JSON state of the newest checkpoint in ``directory`` (None when there is none or
+    it cannot be read)."""
+    latest = latest_checkpoint(directory)
+    try:
+        state = json.loads((latest / STATE_FILE).read_text()) if latest else None
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def load_newest_readable(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                         required: tuple[str, ...] = ()) -> tuple[Path, dict[str, Any], list[tuple[Path, str]]]:
+    """Load the newest checkpoint of ``directory`` that can be read (and whose state holds the
+    ``required`` fields) into ``model`` and ``optimizer``: (its path, its state, and
+    (checkpoint, reason) for each newer one skipped)."""
+    found = list_checkpoints(directory)
+    if not found:
+        raise CheckpointError(f"{directory} holds no complete checkpoint")
+    skipped: list[tuple[Path, str]] = []
+    for candidate in reversed(found):
+        try:
+            state = load_checkpoint(candidate, model, optimizer)
+            missing = [key for key in required if key not in state]
+            if missing:
+                raise CheckpointError(f"checkpoint {candidate} has no {', '.join(missing)} in {STATE_FILE}")
+        except CheckpointError as error:
+            skipped.append((candidate, str(error)))
+            continue
+        return candidate, state, skipped
+    raise CheckpointError(f"no checkpoint in {directory} can be read: " + "; ".join(reason for _, reason in skipped))
+
+
 def save_checkpoint(
     directory: Path,
     step: int,
@@ -219,30 +252,19 @@ class CheckpointPolicy:
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, global_batch: int) -> dict[str, Any]:
         """Load the newest readable checkpoint into ``model`` and ``optimizer``; returns its
         state, with ``skipped``: (checkpoint, reason) for each newer one that could not be read."""
-        found = list_checkpoints(self.directory)
-        if not found:
+        if not list_checkpoints(self.directory):
             raise CheckpointError(f"nothing to resume: {self.directory} holds no complete checkpoint")
-        skipped: list[tuple[Path, str]] = []
-        for candidate in reversed(found):
-            try:
-                state = load_checkpoint(candidate, model, optimizer)
-                missing = [key for key in RESUME_FIELDS if key not in state]
-                if missing:
-                    raise CheckpointError(f"checkpoint {candidate} has no {', '.join(missing)} in {STATE_FILE}")
-            except CheckpointError as error:
-                skipped.append((candidate, str(error)))
-                continue
-            if state["global_batch"] != global_batch:
-                raise CheckpointError(
-                    f"{candidate} was written with a global batch of {state['global_batch']}, this run has {global_batch}; "
-                    "resume with the same batch size and number of processes"
-                )
-            self.saved_step = state["step"]
-            return dict(state, skipped=skipped)
-        raise CheckpointError(f"no checkpoint in {self.directory} can be read: " + "; ".join(reason for _, reason in skipped))
+        path, state, skipped = load_newest_readable(self.directory, model, optimizer, RESUME_FIELDS)
+        if state["global_batch"] != global_batch:
+            raise CheckpointError(
+                f"{path} was written with a global batch of {state['global_batch']}, this run has {global_batch}; "
+                "resume with the same batch size and number of processes"
+            )
+        self.saved_step = state["step"]
+        return dict(state, skipped=skipped)
 
     def last_good(self) -> str:
-        last = latest_checkpoint(self.directory)
-        if last is None:
+        state = latest_state(self.directory)
+        if state is None:
             return "no checkpoint had been written"
-        return f"the last good checkpoint is {last} (step {json.loads((last / STATE_FILE).read_text())['step']})"
+        return f"the last good checkpoint is {latest_checkpoint(self.directory)} (step {state['step']})"

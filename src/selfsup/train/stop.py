@@ -7,8 +7,6 @@ from __future__ import annotations
 import signal
 import threading
 
-import torch
-
 from selfsup import distributed
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -41,5 +39,4 @@ class StopSignals:
 
     def requested(self) -> bool:
         """Whether any process received a signal (every process gets the same answer)."""
-        flag = torch.tensor([0 if self.received is None else 1])
-        return bool(distributed.all_reduce_sum(flag).item())
+        return distributed.any_rank(self.received is not None)
