@@ -13,14 +13,14 @@ PACKAGE = Path(selfsup.__file__).parent
 # Bottom to top; a room may import from its own modules and from any room in a lower layer.
 LAYERS = [
     {"selfsup", "config", "files", "energy"},
-    {"distributed"},
+    {"distributed", "recipes"},
     {"data"},
     {"losses", "schedules"},
     {"augment", "backbones", "heads"},
     {"methods"},
     {"evaluate"},
     {"train"},
-    {"report"},
+    {"report", "plan"},
     {"modalities", "rundir"},
     {"runs"},
     {"cli"},

@@ -101,6 +101,7 @@ class AugmentConfig:
 OPTIMIZERS = ("sgd", "lars", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+STRATEGIES = ("ddp", "fsdp")
 TOKENIZERS = ("wordpiece", "bpe")
 
 
@@ -129,6 +130,14 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     """fp32, or bf16 autocast (CUDA only); auto = bf16 on CUDA, fp32 on CPU."""
+    strategy: str = "ddp"
+    """Under torchrun: 'ddp' (every process holds the whole model; DistributedDataParallel) or
+    'fsdp' (parameters, gradients and optimiser state sharded per block; FSDP2)."""
+    activation_checkpointing: bool = False
+    """Keep only each block's input during forward and recompute the rest in backward:
+    activation memory for about a third more compute."""
+    compile: bool = False
+    """torch.compile the backbone (worth it on GPUs for long runs; compiling takes minutes)."""
     log_every: int = 20
     """Steps between metric records (loss, lr, collapse of the batch embeddings)."""
     checkpoint_every: int = 200
@@ -158,6 +167,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     text: TextConfig = field(default_factory=TextConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    recipe: str | None = None
+    """The named recipe (`selfsup recipes`) these values started from; null = none."""
     out: str | None = None
     """Run directory; null = runs/<method>-<data>-<time>."""
 
@@ -245,7 +256,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 def _sections() -> list[str]:
-    return [f.name for f in dataclasses.fields(Config) if f.name != "out"]
+    return [f.name for f in dataclasses.fields(Config) if f.name not in ("recipe", "out")]
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
@@ -321,6 +332,7 @@ def _check_choices(config: Any, prefix: str) -> None:
         "optimizer": OPTIMIZERS,
         "device": DEVICES,
         "precision": PRECISIONS,
+        "strategy": STRATEGIES,
         "tokenizer": TOKENIZERS,
     }
     for name, allowed in choices.items():

@@ -228,7 +228,12 @@ def train(config: Config, run_dir: Path, resume: bool = False, replan: bool = Fa
         "collapse_alarm_step": result.collapse_alarm_step,
         "skipped_files": len(pretrain_set.skipped),
     }
-    return TrainedRun(config, run_dir, trainer.method, view_maker, eval_train, eval_test, trainer.device, summary)
+    method = trainer.method
+    if trainer.sharded and main:  # evaluation runs on rank 0 alone: the whole model the last checkpoint holds
+        method = build_model(config)
+        checkpoint.load_newest_readable(run_dir / "checkpoints", method)
+        method.to(trainer.device)
+    return TrainedRun(config, run_dir, method, view_maker, eval_train, eval_test, trainer.device, summary)
 
 
 def train_baselines(config: Config, run_dir: Path) -> dict[str, Method]:

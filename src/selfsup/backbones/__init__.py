@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from selfsup.backbones.convnet import ConvNet
-from selfsup.backbones.regnet import REGNETY, RegNetY
-from selfsup.backbones.resnet import ResNet, resnet18, resnet34, resnet50
+from selfsup.backbones.regnet import REGNETY, RegNetY, YBlock
+from selfsup.backbones.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
 from selfsup.backbones.text import TransformerEncoder
+from selfsup.backbones.transformer import Block
 from selfsup.backbones.vit import POOLS, VIT_SIZES, VisionTransformer
 from selfsup.config import ConfigError
 
@@ -55,6 +56,17 @@ for _name, _size in VIT_SIZES.items():
             lambda c, w, size, pool, vit_size=_size, patch=_patch: VisionTransformer(vit_size, c, size, patch, pool), None,
             f"ViT-{_name.capitalize()}, {_patch} px patches" + (" for 28-64 px images" if _patch == 4 else ""), pools=True,
         )
+
+
+# The repeated residual blocks of the built-in backbones: the unit that FSDP shards (one
+# all-gather per block) and that activation checkpointing recomputes.
+BLOCK_TYPES = (YBlock, BasicBlock, Bottleneck, Block)
+
+
+def blocks(module: nn.Module) -> list[nn.Module]:
+    """The residual blocks inside ``module`` (its backbones' and any copy's, such as an EMA
+    teacher's), outermost first; none in a user's backbone."""
+    return [m for m in module.modules() if isinstance(m, BLOCK_TYPES)]
 
 
 def uses_convolutions(module: nn.Module) -> bool:
@@ -109,4 +121,7 @@ def _user_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Mod
     return module, shape[1]
 
 
-__all__ = ["BACKBONES", "BackboneSpec", "ConvNet", "REGNETY", "RegNetY", "ResNet", "TransformerEncoder", "VisionTransformer", "build_backbone", "resnet18", "resnet34", "resnet50", "uses_convolutions"]
+__all__ = [
+    "BACKBONES", "BLOCK_TYPES", "BackboneSpec", "ConvNet", "REGNETY", "RegNetY", "ResNet", "TransformerEncoder",
+    "VisionTransformer", "blocks", "build_backbone", "resnet18", "resnet34", "resnet50", "uses_convolutions",
+]

@@ -4,7 +4,9 @@ the trainer's policy of when to write them.
 A checkpoint is a directory ``checkpoints/step-00001234/`` holding ``model.safetensors``
 (the method's parameters and buffers), ``optimizer.safetensors`` (the optimiser's tensor
 state) and ``state.json`` (step, schedule, optimiser hyper-parameters, anything else the
-trainer needs). It is written under a temporary name, flushed to disk and renamed into
+trainer needs); under FSDP, ``sharded/`` instead holds each process's shards (and the last
+checkpoint of a run also the whole model); under torchrun, ``buffers/`` each process's own
+buffers. It is written under a temporary name, flushed to disk and renamed into
 place, so a kill at any moment leaves either the previous checkpoints or the new one,
 never a half-written one. Nothing is unpickled when loading.
 """
@@ -18,17 +20,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
+from torch.distributed.tensor import DTensor
 
 from selfsup import distributed
 from selfsup.files import default_file_mode
 from selfsup.methods import Method
+from selfsup.train.parallel import is_sharded
 
 PREFIX = "step-"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
+SHARDED_DIR = "sharded"  # FSDP: each process's parameter and optimiser shards
+BUFFERS_DIR = "buffers"  # under torchrun: each process's own buffers
 # What the trainer's state must hold to resume from a checkpoint.
 RESUME_FIELDS = ("planned_steps", "elapsed_seconds", "global_batch", "collapse_alarm_step")
 
@@ -96,59 +110,112 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
     keep: int = 2,
+    full_model: bool = True,
 ) -> Path:
-    """Write a checkpoint for ``step`` atomically and keep only the newest ``keep``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write a checkpoint for ``step`` atomically and keep only the newest ``keep``. Every
+    process of a run calls it (rank 0 alone writes the shared files).
+
+    A sharded (FSDP) model writes its parameters' and optimiser's shards into ``sharded/``
+    through ``torch.distributed.checkpoint`` (safetensors files, one per process, whose
+    headers say where each shard lies: nothing to unpickle), and, with ``full_model``, the
+    whole model gathered into ``model.safetensors`` for evaluation and export. Under torchrun
+    each process also writes its own buffers (BatchNorm statistics, SwAV's queue), which
+    differ between processes, into ``buffers/``.
+    """
+    main = distributed.is_main_process()
     final = directory / checkpoint_name(step)
-    staging = directory / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
+    staging = directory / f".tmp-{checkpoint_name(step)}"  # the same name on every process
+    if main:
+        directory.mkdir(parents=True, exist_ok=True)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    distributed.barrier()
     try:
-        save_file(_contiguous(model.state_dict()), staging / MODEL_FILE)
         full_state = dict(state, step=step)
-        if optimizer is not None:
-            tensors, optimizer_json = _split_optimizer_state(optimizer.state_dict())
-            save_file(tensors, staging / OPTIMIZER_FILE)
-            full_state["optimizer"] = optimizer_json
-        (staging / STATE_FILE).write_text(json.dumps(full_state, indent=1))
-        for path in staging.iterdir():
-            path.chmod(default_file_mode())  # safetensors writes its files private
-            _fsync(path)
-        _fsync(staging)
+        if is_sharded(model):
+            full_state["optimizer"] = _save_shards(staging / SHARDED_DIR, model, optimizer)
+            if full_model:
+                whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+                if main:
+                    save_file(_contiguous(whole), staging / MODEL_FILE)
+        elif main:
+            save_file(_contiguous(model.state_dict()), staging / MODEL_FILE)
+            if optimizer is not None:
+                tensors, full_state["optimizer"] = _split_optimizer_state(optimizer.state_dict())
+                save_file(tensors, staging / OPTIMIZER_FILE)
+        if distributed.world_size() > 1:
+            (staging / BUFFERS_DIR).mkdir(exist_ok=True)
+            save_file(_contiguous(_buffers(model)), staging / BUFFERS_DIR / _buffers_file(distributed.rank()))
+        distributed.barrier()
+        if main:
+            (staging / STATE_FILE).write_text(json.dumps(full_state, indent=1))
+            for path in sorted(staging.rglob("*"), reverse=True):  # files before their folders
+                if path.is_file():
+                    path.chmod(default_file_mode())  # safetensors writes its files private
+                _fsync(path)
+            _fsync(staging)
     except BaseException:  # a full disk, a kill: leave only the complete checkpoints
-        shutil.rmtree(staging, ignore_errors=True)
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
 
-    if final.exists():  # the same step written again after a resume: replace it
-        retired = directory / f".old-{final.name}-{os.getpid()}"
-        final.rename(retired)
-        staging.rename(final)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(final)
-    _fsync(directory)
-
-    for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    if main:
+        if final.exists():  # the same step written again after a resume: replace it
+            retired = directory / f".old-{final.name}-{os.getpid()}"
+            final.rename(retired)
+            staging.rename(final)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(final)
+        _fsync(directory)
+        for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier()
     return final
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
     """Load weights (strictly: every key must match) and, if given, the optimiser state.
 
-    Returns the JSON state of the checkpoint.
+    A sharded model loads its own shards; a whole model loads ``model.safetensors``, or, from
+    a checkpoint that has only shards, assembles them (one process is enough). Under torchrun
+    each process then takes back its own buffers. Returns the JSON state of the checkpoint.
     """
     state_path = path / STATE_FILE
     if not state_path.is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint: {STATE_FILE} is missing")
     try:
         state = json.loads(state_path.read_text())
-        weights = load_file(path / MODEL_FILE)
-    except Exception as error:  # OSError, JSONDecodeError and safetensors' own error types
+    except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise CheckpointError(f"cannot read checkpoint {path}: {STATE_FILE} is not a mapping with the step")
+    if optimizer is not None and "optimizer" not in state:
+        raise CheckpointError(f"checkpoint {path} has no optimiser state to resume from")
+    if is_sharded(model):
+        _load_shards(path, model, optimizer, state)
+    else:
+        _load_whole(path, model, optimizer, state)
+    own_buffers = path / BUFFERS_DIR / _buffers_file(distributed.rank())
+    if own_buffers.is_file():
+        try:
+            model.load_state_dict(load_file(own_buffers), strict=False)
+        except Exception as error:  # a truncated file, another model's buffers
+            raise CheckpointError(f"cannot read the buffers of checkpoint {path} ({own_buffers.name}): {error}") from error
+    return state
+
+
+def _load_whole(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]) -> None:
+    try:
+        if (path / MODEL_FILE).is_file() or not (path / SHARDED_DIR).is_dir():
+            weights = load_file(path / MODEL_FILE)
+        else:
+            weights = _assemble_shards(path, model)
+    except CheckpointError:
+        raise
+    except Exception as error:  # OSError and safetensors' own error types
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     if isinstance(model, Method):
         weights = model.upgrade_state_dict(weights)
     missing, unexpected = _compare_keys(model.state_dict(), weights)
@@ -158,8 +225,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             "(was it written by another method or backbone?)"
         )
     if optimizer is not None:
-        if "optimizer" not in state:
-            raise CheckpointError(f"checkpoint {path} has no optimiser state to resume from")
+        if not (path / OPTIMIZER_FILE).is_file() and (path / SHARDED_DIR).is_dir():
+            raise CheckpointError(f"checkpoint {path} was written with train.strategy=fsdp: resume it with fsdp")
         try:
             tensors = load_file(path / OPTIMIZER_FILE)
             restored = _join_optimizer_state(tensors, state["optimizer"])
@@ -167,13 +234,89 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             raise CheckpointError(f"cannot read the optimiser state of checkpoint {path}: {error}") from error
     model.load_state_dict(weights)
     if optimizer is not None:
-        # JSON has no tuples: give back the types the optimiser uses (e.g. AdamW's betas).
-        for saved_group, current_group in zip(restored["param_groups"], optimizer.param_groups):
-            for key, value in current_group.items():
-                if isinstance(value, tuple) and isinstance(saved_group.get(key), list):
-                    saved_group[key] = tuple(saved_group[key])
+        _restore_tuples(restored["param_groups"], optimizer.param_groups)
         optimizer.load_state_dict(restored)
-    return state
+
+
+def _restore_tuples(saved_groups: list[dict], current_groups: list[dict]) -> None:
+    """JSON has no tuples: give back the types the optimiser uses (e.g. AdamW's betas)."""
+    for saved_group, current_group in zip(saved_groups, current_groups):
+        for key, value in current_group.items():
+            if isinstance(value, tuple) and isinstance(saved_group.get(key), list):
+                saved_group[key] = tuple(saved_group[key])
+
+
+# ---------------------------------------------------------------------------- shards (FSDP)
+def _buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = {name for name, _ in model.named_buffers()}
+    return {key: value for key, value in model.state_dict().items() if key in names}
+
+
+def _buffers_file(rank: int) -> str:
+    return f"rank-{rank:05d}.safetensors"
+
+
+def _sharded_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
+    """The parameters' and optimiser's tensors by flat key (``model/<name>``,
+    ``optimizer/<name>/<slot>``), DTensor shards in place, and the state dicts they belong to.
+    Buffers are left out: they are each process's own (see ``buffers/``)."""
+    buffers = set(_buffers(model))
+    if optimizer is None:
+        model_state, optimizer_state = get_model_state_dict(model), None
+    else:
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+    tensors = {f"model/{key}": value for key, value in model_state.items() if key not in buffers}
+    for name, slots in (optimizer_state or {}).get("state", {}).items():
+        tensors.update({f"optimizer/{name}/{slot}": value for slot, value in slots.items() if isinstance(value, torch.Tensor)})
+    return tensors, model_state, optimizer_state
+
+
+def _save_shards(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict | None:
+    """Write this process's shards into ``folder``; returns the optimiser's plain values
+    (hyper-parameters, non-tensor slots) for ``state.json``."""
+    tensors, _, optimizer_state = _sharded_tensors(model, optimizer)
+    dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(str(folder), save_distributed=True))
+    if optimizer_state is None:
+        return None
+    scalars = {name: {slot: value for slot, value in slots.items() if not isinstance(value, torch.Tensor)}
+               for name, slots in optimizer_state["state"].items()}
+    return {"scalars": {name: values for name, values in scalars.items() if values}, "param_groups": optimizer_state["param_groups"]}
+
+
+def _load_shards(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]) -> None:
+    if not (path / SHARDED_DIR).is_dir():
+        raise CheckpointError(f"checkpoint {path} holds no shards: it was written with train.strategy=ddp or by one "
+                              "process; resume it with the same strategy")
+    tensors, model_state, optimizer_state = _sharded_tensors(model, optimizer)
+    try:  # reads in place into the DTensors of the state dicts
+        dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(path / SHARDED_DIR)))
+    except Exception as error:  # a missing shard, another model's keys
+        raise CheckpointError(f"cannot read the shards of checkpoint {path}: {error}") from error
+    model_state = {key: value for key, value in model_state.items() if f"model/{key}" in tensors}
+    if optimizer is None:
+        set_model_state_dict(model, model_state, options=StateDictOptions(strict=False))
+        return
+    saved = state["optimizer"]
+    for name, values in saved["scalars"].items():
+        optimizer_state["state"].setdefault(name, {}).update(values)
+    _restore_tuples(saved["param_groups"], optimizer.param_groups)
+    optimizer_state["param_groups"] = saved["param_groups"]
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
+                   options=StateDictOptions(strict=False))
+
+
+def _assemble_shards(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model from a checkpoint that has only shards: parameters assembled from
+    ``sharded/`` (no process group needed), buffers from rank 0's file."""
+    buffers = set(_buffers(model))
+    whole = {key: torch.empty_like(value, device="cpu") for key, value in model.state_dict().items() if key not in buffers}
+    tensors = {f"model/{key}": value for key, value in whole.items()}
+    try:
+        dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(path / SHARDED_DIR)), no_dist=True)
+    except Exception as error:
+        raise CheckpointError(f"cannot assemble the shards of checkpoint {path}: {error}") from error
+    rank_zero = path / BUFFERS_DIR / _buffers_file(0)
+    return {**whole, **(load_file(rank_zero) if rank_zero.is_file() else {})}
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -233,20 +376,22 @@ class CheckpointPolicy:
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step % self.steps_per_epoch == 0
 
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+             final: bool = False) -> None:
+        """Every process calls it; ``final``: the run's last checkpoint, which under FSDP also
+        holds the whole model for evaluation and export."""
         # A checkpoint is only ever a good one: weights that overflowed are never written.
-        tensors = model.state_dict().values()
-        if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
+        local = (t.to_local() if isinstance(t, DTensor) else t for t in model.state_dict().values())
+        finite = all(bool(torch.isfinite(t).all()) for t in local if t.is_floating_point())
+        if distributed.any_rank(not finite):
             raise TrainingDiverged(f"weights became non-finite at step {step}; training stopped, {self.last_good()}")
-        if distributed.is_main_process():
-            try:
-                save_checkpoint(self.directory, step, model, optimizer, state)
-            except (OSError, SafetensorError) as error:  # a full disk: stop with the previous checkpoint intact
-                raise CheckpointError(
-                    f"cannot write the checkpoint of step {step} ({getattr(error, 'strerror', None) or error}); "
-                    f"training stopped, {self.last_good()}"
-                ) from error
-        distributed.barrier()
+        try:
+            save_checkpoint(self.directory, step, model, optimizer, state, full_model=final)
+        except (OSError, SafetensorError) as error:  # a full disk: stop with the previous checkpoint intact
+            raise CheckpointError(
+                f"cannot write the checkpoint of step {step} ({getattr(error, 'strerror', None) or error}); "
+                f"training stopped, {self.last_good()}"
+            ) from error
         self.saved_step = step
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, global_batch: int) -> dict[str, Any]:

@@ -1,7 +1,11 @@
-"""Watching the training embeddings for collapse: the metrics logged and the alarm raised."""
+"""Watching training: the embeddings for collapse (the metrics logged and the alarm
+raised), and the loss for values that are not finite."""
 
 from __future__ import annotations
 
+import torch
+
+from selfsup import distributed
 from selfsup.evaluate.collapse import CollapseThresholds, collapse_report, prototype_usage
 from selfsup.methods import StepOutput
 
@@ -30,3 +34,23 @@ class CollapseMonitor:
             self.alarm_step = step
             return metrics, f"COLLAPSE ALARM at step {step}: " + "; ".join(reasons)
         return metrics, None
+
+
+class LossWatch:
+    """The first step whose loss is not finite, found without making the host wait for the
+    device at every step: the record stays on the device and :meth:`first_bad_step` reads
+    it (a synchronisation, and a collective under torchrun) only when the trainer asks,
+    at every step on the CPU (where reading costs nothing) and every few on a GPU."""
+
+    def __init__(self, device: torch.device):
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def record(self, step: int, loss: torch.Tensor) -> None:
+        not_finite = ~torch.isfinite(loss.detach())
+        self._first_bad = torch.where(not_finite & (self._first_bad < 0), step, self._first_bad)
+
+    def first_bad_step(self) -> int | None:
+        """The first bad step of this process (-1 when only another one saw a bad loss); None
+        when every process's losses were finite."""
+        local = int(self._first_bad.item())
+        return (local if local >= 0 else -1) if distributed.any_rank(local >= 0) else None

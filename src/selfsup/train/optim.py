@@ -72,16 +72,17 @@ def parameter_groups(model: nn.Module, weight_decay: float, fixed_lr_modules: Se
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float,
-                    fixed_lr_modules: Sequence[nn.Module] = ()) -> torch.optim.Optimizer:
+                    fixed_lr_modules: Sequence[nn.Module] = (), fused: bool = False) -> torch.optim.Optimizer:
+    """``fused``: torch's single-kernel SGD and AdamW (CUDA); LARS has no fused form."""
     groups = parameter_groups(model, weight_decay, fixed_lr_modules)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     for group in groups:
         group.pop("lars_exclude", None)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
     raise ConfigError(f"train.optimizer: {name!r} is not one of sgd, lars, adamw")
 
 

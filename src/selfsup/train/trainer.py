@@ -10,7 +10,6 @@ run (on the same device and thread count).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ from selfsup.train.batches import SupportSampler, TrainingBatches, ViewMaker
 from selfsup.train.budget import BudgetPlanner
 from selfsup.train.checkpoint import CheckpointPolicy, TrainingDiverged
 from selfsup.train.logging import RunLogger
-from selfsup.train.monitor import CollapseMonitor
+from selfsup.train.monitor import CollapseMonitor, LossWatch
 from selfsup.train.optim import LearningRateSchedule, build_optimizer
+from selfsup.train.parallel import checkpoint_activations, compile_blocks, distribute, is_sharded
 from selfsup.train.stop import StopSignals
 
 _ONLINE_KNN_TRAIN, _ONLINE_KNN_TEST = 10_000, 2_000
@@ -75,13 +75,20 @@ class Trainer:
             method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
         self.method = method.to(self.device)
         self.channels_last = uses_convolutions(method)
-        if self.channels_last:
-            self.method.to(memory_format=torch.channels_last)
+        if self.channels_last and not (train.strategy == "fsdp" and distributed.world_size() > 1):
+            self.method.to(memory_format=torch.channels_last)  # FSDP2 shards contiguous weights only
         self.view_maker = view_maker
         self.held_out = held_out
         self.autocast = self.device.type == "cuda" and train.precision in ("auto", "bf16")
         if train.precision == "bf16" and self.device.type != "cuda":
             raise ConfigError("train.precision=bf16 runs on CUDA only (it is far slower than fp32 on most CPUs); use fp32 or auto")
+        if train.activation_checkpointing:
+            checkpoint_activations(self.method)
+        if train.compile:
+            compile_blocks(self.method)
+        # What forward is called on: DDP's wrapper, or the method itself (sharded under FSDP).
+        self.model = distribute(self.method, train.strategy, self.device, bf16=self.autocast)
+        self.sharded = is_sharded(self.method)
 
         support = None
         if method.labels_per_class:
@@ -95,7 +102,8 @@ class Trainer:
         self.lr = train.lr * self.global_batch / 256
         self.warmup_steps = round(train.warmup_epochs * self.steps_per_epoch)
         self.optimizer = build_optimizer(
-            train.optimizer, self.method, self.lr, train.weight_decay, train.momentum, self.method.fixed_lr_modules()
+            train.optimizer, self.method, self.lr, train.weight_decay, train.momentum, self.method.fixed_lr_modules(),
+            fused=self.device.type == "cuda",
         )
         self.schedule = LearningRateSchedule(self.optimizer, self.lr, self.warmup_steps)
         self.budget = BudgetPlanner(
@@ -106,6 +114,9 @@ class Trainer:
         )
         self.checkpoints = CheckpointPolicy(run_dir / "checkpoints", train.checkpoint_every, self.steps_per_epoch)
         self.monitor = CollapseMonitor()
+        self.loss_watch = LossWatch(self.device)
+        # Reading the loss makes the host wait for the device: free on the CPU, not on a GPU.
+        self.loss_check_every = 1 if self.device.type == "cpu" else train.log_every
 
     def _state(self, elapsed: float) -> dict:
         return {
@@ -116,8 +127,8 @@ class Trainer:
             "collapse_alarm_step": self.monitor.alarm_step,
         }
 
-    def _save(self, step: int, elapsed: float) -> None:
-        self.checkpoints.save(step, self.method, self.optimizer, self._state(elapsed))
+    def _save(self, step: int, elapsed: float, final: bool = False) -> None:
+        self.checkpoints.save(step, self.method, self.optimizer, self._state(elapsed), final=final)
 
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False, replan: bool = False) -> TrainResult:
@@ -138,6 +149,9 @@ class Trainer:
             logger.message(f"skipped checkpoint {path.name}, which cannot be read: {reason}")
         if resume:
             logger.message(f"resumed from step {step} ({elapsed_before:.0f} s of training done)")
+        if distributed.world_size() > 1:
+            logger.message(f"train.strategy={self.train_config.strategy} over {distributed.world_size()} processes"
+                           + (" (parameters, gradients and optimiser state sharded per block)" if self.sharded else ""))
         progress = tqdm(
             total=self.budget.planned_steps, initial=step, unit="step", dynamic_ncols=True,
             disable=None if distributed.is_main_process() else True, desc=f"{self.config.method['name']}",
@@ -157,8 +171,10 @@ class Trainer:
                     break
                 info = StepInfo(step, self.budget.total_steps, self.steps_per_epoch)
                 lr = self.schedule.apply(step, info.total_steps)
-                loss_value, output = self._step(info, logger)
+                output = self._step(info)
                 step += 1
+                if step % self.loss_check_every == 0 or self.checkpoints.due(step):
+                    self._stop_if_diverged(logger)
                 progress.update(1)
 
                 seconds_per_step = self.budget.after_step(step)
@@ -170,6 +186,7 @@ class Trainer:
                         f"{self.budget.planned_steps} steps ({self.budget.planned_steps / self.steps_per_epoch:.1f} epochs)"
                     )
                 if step % self.train_config.log_every == 0:
+                    loss_value = distributed.all_reduce_mean(output.loss.detach()).item()
                     metrics, alarm = self.monitor.check(step, output)
                     if alarm:
                         logger.message(alarm)
@@ -185,32 +202,38 @@ class Trainer:
                     self._save(step, self.budget.elapsed())
 
         seconds, samples_per_second = self.budget.elapsed(), self.budget.samples_per_second(step, self.global_batch)
-        if self.checkpoints.saved_step != step:
-            self._save(step, seconds)
+        self._stop_if_diverged(logger)
+        if self.checkpoints.saved_step != step or self.sharded:  # under FSDP the last one also holds the whole model
+            self._save(step, seconds, final=True)
         logger.close()
         return TrainResult(step, seconds, samples_per_second, step / self.steps_per_epoch, stopped_by, self.monitor.alarm_step,
                            signals.received if stopped_by == "signal" else None)
 
-    def _step(self, info: StepInfo, logger: RunLogger):
-        """One optimisation step with the method's hooks around it; (loss, step output)."""
+    def _step(self, info: StepInfo):
+        """One optimisation step with the method's hooks around it; the step's output."""
         if info.step % self.steps_per_epoch == 0:
             self.method.on_epoch_start(info, lambda epoch=info.epoch: self.batches.epoch_pass(epoch))
         self.method.on_step_start(info)
         views, batch = self.batches.step_inputs(info.step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            output = self.method(views, batch)
-        loss_value = distributed.all_reduce_mean(output.loss.detach()).item()
-        if not math.isfinite(loss_value):
-            logger.log(info.step, {"loss": loss_value, "event": "diverged"})
-            raise TrainingDiverged(f"loss is {loss_value} at step {info.step}; training stopped, {self.checkpoints.last_good()}")
+            output = self.model(views, batch)
+        self.loss_watch.record(info.step, output.loss)
         self.optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        distributed.average_gradients(self.method)
+        output.loss.backward()  # DDP and FSDP average the gradients over processes here
         if self.train_config.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.train_config.clip_grad)
         self.optimizer.step()
         self.method.on_step_end(info)
-        return loss_value, output
+        return output
+
+    def _stop_if_diverged(self, logger: RunLogger) -> None:
+        """Stop with the last good checkpoint when a loss since the last check was not finite."""
+        bad_step = self.loss_watch.first_bad_step()
+        if bad_step is None:
+            return
+        where = f"at step {bad_step}" if bad_step >= 0 else "on another process"
+        logger.log(max(bad_step, 0), {"event": "diverged"})
+        raise TrainingDiverged(f"the loss is not finite {where}; training stopped, {self.checkpoints.last_good()}")
 
     @torch.no_grad()
     def online_knn(self) -> float:
