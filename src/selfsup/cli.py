@@ -24,6 +24,9 @@ DEFAULT_METHODS = {"text": "mlm", "video": "lvp"}
 EXAMPLES = """\
 examples:
   selfsup pretrain --budget 15m                      SimCLR on Fashion-MNIST for 15 minutes
+  selfsup recipes                                    the named recipes (seer, dino-vit-small, ...)
+  torchrun --nproc_per_node 8 -m selfsup.cli pretrain --recipe seer --data ./images
+  selfsup plan --recipe seer --gpus 512 --gpu v100 --images 1000000000 --epochs 1
   selfsup pretrain --method siamese-naive --data digits --epochs 5
   selfsup pretrain --data ./my_images --backbone resnet18-small train.lr=0.5
   selfsup pretrain --resume runs/simclr-fashion-mnist-20261124-101500
@@ -61,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int)
     pretrain.add_argument("--labels-per-class", type=int, help="semi-supervised methods (paws): labels per class the run may use")
     pretrain.add_argument("--out", help="run directory (default runs/<method>-<data>-<time>)")
-    pretrain.add_argument("--config", type=Path, help="YAML file with config sections (data, backbone, method, train, ...)")
+    start = pretrain.add_mutually_exclusive_group()
+    start.add_argument("--config", type=Path, help="YAML file with config sections (data, backbone, method, train, ...)")
+    start.add_argument("--recipe", help="a named recipe to start from (see `selfsup recipes`), e.g. seer, dino-vit-small")
     pretrain.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     pretrain.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=0.3 method.temperature=0.2")
 
@@ -98,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("root", type=Path, nargs="?", default=Path("runs"), help="folder of run directories (default: runs)")
 
     commands.add_parser("methods", help="list the methods, one line each")
+    commands.add_parser("recipes", help="list the named recipes that --recipe takes")
+
+    plan = commands.add_parser("plan", help="what a run costs before running it: parameters, memory per GPU, FLOPs, time")
+    plan.add_argument("--recipe", default="cpu", help="recipe to plan (see `selfsup recipes`; default cpu)")
+    plan.add_argument("--gpus", type=int, default=1, help="number of GPUs (default 1)")
+    plan.add_argument("--gpu", default="a100", help="GPU model: v100, a100, h100 or h200 (default a100)")
+    plan.add_argument("--images", type=int, help="images per epoch (default ImageNet-1k's 1,281,167)")
+    plan.add_argument("--epochs", type=float, help="passes over the images (default the recipe's)")
+    plan.add_argument("--utilisation", type=float, help="share of the dense peak the run sustains (default 0.12, calibrated on SEER)")
+    plan.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides on the recipe, e.g. train.batch_size=32")
     return parser
 
 
@@ -113,7 +128,9 @@ def _values_not_flags(argv: list[str]) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    config = config_module.load(args.config) if args.config else Config()
+    from selfsup.recipes import load_recipe
+
+    config = load_recipe(args.recipe) if args.recipe else config_module.load(args.config) if args.config else Config()
     flags = {
         "method.name": args.method,
         "data.source": args.data,
@@ -124,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "train.seed": args.seed,
         "out": args.out,
     }
-    if args.method is None and args.modality in DEFAULT_METHODS and not args.config:
+    if args.method is None and args.modality in DEFAULT_METHODS and not (args.config or args.recipe):
         flags["method.name"] = args.method = DEFAULT_METHODS[args.modality]
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     if args.method is not None:
@@ -184,9 +201,24 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "methods":
         print(format_table(["method", "description"], [[name, cls.summary] for name, cls in METHODS.items()]))
         return 0
+    if args.command == "recipes":
+        from selfsup.recipes import recipes
+
+        print(format_table(["recipe", "version", "description"], [[r.name, r.version, r.description] for r in recipes().values()],
+                           left=(0, 2)))
+        return 0
+    if args.command == "plan":
+        from selfsup.plan import DEFAULT_UTILISATION, estimate, format_plan
+        from selfsup.recipes import load_recipe
+
+        config = config_module.apply_overrides(load_recipe(args.recipe), list(args.overrides))
+        utilisation = DEFAULT_UTILISATION if args.utilisation is None else args.utilisation
+        print(format_plan(estimate(config, args.gpus, args.gpu, args.images, args.epochs, utilisation)))
+        return 0
     if args.command == "pretrain":
         if args.resume is not None:
-            extra = [name for name in ("modality", "method", "data", "backbone", "batch_size", "seed", "labels_per_class", "out", "config") if getattr(args, name)]
+            extra = [name for name in ("modality", "method", "data", "backbone", "batch_size", "seed", "labels_per_class", "out", "config",
+                                       "recipe") if getattr(args, name)]
             if extra or args.overrides:
                 raise ConfigError(f"--resume continues a run with its own config.yaml (only --epochs or --budget may lengthen it); "
                                   f"drop {', '.join('--' + e.replace('_', '-') for e in extra) or 'the overrides'}")

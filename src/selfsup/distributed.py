@@ -159,17 +159,3 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_initialized():
         dist.barrier()
-
-
-def average_gradients(model: torch.nn.Module) -> None:
-    """Average parameter gradients over ranks after backward (what DDP does, unbucketed).
-
-    With each rank's loss averaged over its share of the batch, the averaged gradients equal
-    those of one process computing the mean loss over the global batch.
-    """
-    if world_size() == 1:
-        return
-    for parameter in model.parameters():
-        if parameter.grad is not None:
-            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
-            parameter.grad /= world_size()

@@ -15,13 +15,13 @@ ACCURACY_COLUMNS = (
 )
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned first column, right-aligned others, a rule under the header."""
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: Sequence[int] = (0,)) -> str:
+    """Columns ``left`` (the first) left-aligned, the others right-aligned, a rule under the header."""
     cells = [list(map(str, header))] + [[_cell(value) for value in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
 
     def line(row: list[str]) -> str:
-        return "  ".join(value.ljust(widths[0]) if i == 0 else value.rjust(widths[i]) for i, value in enumerate(row))
+        return "  ".join(value.ljust(widths[i]) if i in left else value.rjust(widths[i]) for i, value in enumerate(row)).rstrip()
 
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(row) for row in cells[1:]])
 

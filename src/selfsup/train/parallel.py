@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 
 import torch
 from torch import nn
@@ -80,10 +81,12 @@ def distribute(method: nn.Module, strategy: str, device: torch.device, bf16: boo
     if distributed.world_size() == 1:
         return method
     if strategy == "ddp":
-        return nn.parallel.DistributedDataParallel(
-            method, device_ids=[device] if device.type == "cuda" else None,
-            broadcast_buffers=False, find_unused_parameters=True,
-        )
+        with warnings.catch_warnings():  # its successor option still syncs buffers at init
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            return nn.parallel.DistributedDataParallel(
+                method, device_ids=[device] if device.type == "cuda" else None,
+                broadcast_buffers=False, find_unused_parameters=True,
+            )
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
     for block in blocks(method):
         fully_shard(block, mp_policy=policy)
