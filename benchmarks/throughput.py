@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 import torch
+from common import machine, markdown_table, peak_matmul_flops, synchronize, update_section
 from PIL import Image, ImageEnhance, ImageOps
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import machine, markdown_table, peak_matmul_flops, synchronize, update_section
 from selfsup.augment.views import RECIPES, ViewMaker, seeded_generator
 from selfsup.backbones import build_backbone
 from selfsup.data import default_source, load_splits

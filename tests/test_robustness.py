@@ -216,7 +216,7 @@ def test_a_non_finite_loss_at_step_k_stops_with_a_resumable_checkpoint(tmp_path,
                                                         "train.checkpoint_every=4", "eval.enabled=false", f"out={out}"])
 
     try:
-        with pytest.raises(checkpoint.TrainingDiverged, match=r"loss is nan at step 9.*last good checkpoint .*step 8"):
+        with pytest.raises(checkpoint.TrainingDiverged, match=r"loss is not finite at step 9.*last good checkpoint .*step 8"):
             runs.pretrain(config(tmp_path / "poisoned"))
         assert rundir.read_status(tmp_path / "poisoned")["state"] == "failed"
         PoisonedOnce.armed = False

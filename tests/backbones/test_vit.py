@@ -11,6 +11,7 @@ from selfsup import runs
 from selfsup.backbones import build_backbone
 from selfsup.backbones.vit import VIT_SIZES, VisionTransformer
 from selfsup.config import Config, ConfigError
+from selfsup.data import load_splits
 
 # timm's vit_{tiny,small,base}_patch16_224 parameter counts less their 1000-class heads.
 PUBLISHED_TRUNKS = {"tiny": 5_717_416 - 193_000, "small": 22_050_664 - 385_000, "base": 86_567_656 - 769_000}
@@ -49,7 +50,21 @@ def test_dino_pretrains_a_vision_transformer(tmp_path, tiny_overrides):
     overrides = [o for o in tiny_overrides if not o.startswith(("backbone.", "method."))]
     config = config_module.apply_overrides(Config(), [*overrides, "method.name=dino", "backbone.name=vit-tiny-small",
                                                       "method.hidden_dim=64", "method.bottleneck_dim=32", "train.epochs=1",
+                                                      "augment.local_crops=2",
                                                       "eval.baselines=false", f"out={tmp_path / 'run'}"])
     summary = runs.pretrain(config)
     # 22 steps on 16 px digits: it runs, and its features are well above chance (10 classes).
     assert summary["backbone"] == "vit-tiny-small" and summary["steps"] == 22 and summary["knn_top1"] > 0.2
+
+
+def test_crops_smaller_than_a_patch_are_one_clear_error_and_local_crops_hold_a_patch(tmp_path, capsys):
+    from selfsup.cli import main
+
+    # digits are 8 px: not one 16 px patch.
+    assert main(["pretrain", "--method", "dino", "--backbone", "vit-small", "--data", "digits", "--out", str(tmp_path / "a")]) == 2
+    assert "vit-small cuts 16 px patches, larger than the 8 px local crops" in capsys.readouterr().err
+    config = config_module.apply_overrides(Config(), ["method.name=dino", "backbone.name=vit-tiny", "data.source=digits",
+                                                      "data.size=28"])
+    pretrain_set = load_splits("digits", None, 28, 0)[0]
+    # 3/7 of 28 px would be 12 px, less than a patch: the local crops get 16 px.
+    assert runs.resolve(config, pretrain_set).augment.local_size == 16

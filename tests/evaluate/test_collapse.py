@@ -10,8 +10,8 @@ from selfsup.evaluate.collapse import (
     alignment,
     collapse_report,
     effective_rank,
-    std_sqrt_d,
     prototype_usage,
+    std_sqrt_d,
     uniformity,
 )
 

@@ -1,9 +1,10 @@
 """The trainer's named pieces, each on its own: step inputs and the support sampler, the
-budget planner (with an injected clock), the learning-rate schedule, the collapse monitor
-and the checkpoint policy."""
+budget planner (with an injected clock), the learning-rate schedule, the collapse monitor,
+the loss watch, the checkpoint policy and activation checkpointing."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -16,7 +17,7 @@ from selfsup.train import checkpoint
 from selfsup.train.batches import SupportSampler, TrainingBatches
 from selfsup.train.budget import CALIBRATION_STEPS, BudgetPlanner
 from selfsup.train.checkpoint import CheckpointPolicy, TrainingDiverged
-from selfsup.train.monitor import CollapseMonitor
+from selfsup.train.monitor import CollapseMonitor, LossWatch
 from selfsup.train.optim import LearningRateSchedule
 
 
@@ -184,3 +185,30 @@ def test_checkpoint_policy_saves_when_due_restores_and_refuses_non_finite_weight
     assert checkpoint.latest_checkpoint(tmp_path / "checkpoints").name == checkpoint.checkpoint_name(5)
     with pytest.raises(checkpoint.CheckpointError, match="nothing to resume"):
         CheckpointPolicy(tmp_path / "empty", 5, 7).restore(restored, restored_optimizer, 8)
+
+
+def test_loss_watch_names_the_first_step_whose_loss_is_not_finite():
+    watch = LossWatch(torch.device("cpu"))
+    for step, loss in enumerate([1.0, 0.5, float("nan"), float("inf"), 0.2]):
+        watch.record(step, torch.tensor(loss))
+        if step == 1:
+            assert watch.first_bad_step() is None
+    assert watch.first_bad_step() == 2
+
+
+def test_activation_checkpointing_keeps_gradients_and_updates_batchnorm_statistics_once():
+    from selfsup.backbones import blocks, build_backbone
+    from selfsup.train.parallel import checkpoint_activations
+
+    torch.manual_seed(0)
+    plain, _ = build_backbone("regnety-200mf-small", 1, image_size=16)
+    checkpointed = copy.deepcopy(plain)
+    assert checkpoint_activations(checkpointed) == len(blocks(plain)) > 0
+    images = torch.randn(4, 1, 16, 16)
+    for model in (plain, checkpointed):
+        model(images).square().sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    for (name, a), b in zip(plain.state_dict().items(), checkpointed.state_dict().values()):
+        assert torch.equal(a, b), name  # running statistics and batch counts: updated once
+    assert list(plain.state_dict()) == list(checkpointed.state_dict())  # checkpoints keep their names

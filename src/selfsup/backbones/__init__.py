@@ -30,6 +30,7 @@ class BackboneSpec:
     default_width: int | None  # None: the design fixes the widths (backbone.width does not apply)
     description: str
     pools: bool = False  # whether backbone.pool applies (vision transformers)
+    patch: int | None = None  # a vision transformer's patch side: no crop may be smaller
 
 
 def _resnet(factory: Callable[..., ResNet], small_images: bool) -> Callable[..., nn.Module]:
@@ -55,6 +56,7 @@ for _name, _size in VIT_SIZES.items():
         BACKBONES[f"vit-{_name}" + ("-small" if _patch == 4 else "")] = BackboneSpec(
             lambda c, w, size, pool, vit_size=_size, patch=_patch: VisionTransformer(vit_size, c, size, patch, pool), None,
             f"ViT-{_name.capitalize()}, {_patch} px patches" + (" for 28-64 px images" if _patch == 4 else ""), pools=True,
+            patch=_patch,
         )
 
 

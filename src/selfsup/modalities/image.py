@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from selfsup.augment.views import RECIPES, ViewMaker
-from selfsup.backbones import build_backbone, uses_convolutions
+from selfsup.backbones import BACKBONES, build_backbone, uses_convolutions
 from selfsup.config import Config, ConfigError
 from selfsup.data import (
     BUILTIN_SOURCES,
@@ -72,16 +72,26 @@ class ImageModality(Modality):
             mean = mean or measured_mean
             std = std or measured_std
         global_size = config.augment.global_size or pretrain_set.images.shape[-1]
+        spec = BACKBONES.get(config.backbone.name)
+        patch = spec.patch if spec is not None and spec.patch else 1
         augment = dataclasses.replace(
             config.augment,
             recipe=recipe_name,
             global_size=global_size,
-            local_size=config.augment.local_size or default_local_size(global_size),
+            # A vision transformer's local crops hold at least one patch.
+            local_size=config.augment.local_size or min(global_size, max(patch, default_local_size(global_size))),
             global_scale=config.augment.global_scale or recipe.global_scale,
             local_crops=recipe.local_crops if config.augment.local_crops is None else config.augment.local_crops,
             mean=tuple(mean),
             std=tuple(std),
         )
+        smallest = augment.local_size if augment.local_crops else augment.global_size
+        if smallest < patch:
+            crop = "local crops" if augment.local_crops else "images"
+            raise ConfigError(
+                f"backbone.name={config.backbone.name} cuts {patch} px patches, larger than the {smallest} px {crop}: "
+                f"use a -small variant (4 px patches) or larger images (data.size, augment.global_size, augment.local_size)"
+            )
         for name, value in (("mean", augment.mean), ("std", augment.std)):
             if len(value) != pretrain_set.channels:
                 raise ConfigError(f"augment.{name} has {len(value)} values but the images have {pretrain_set.channels} channels")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from selfsup.config import ConfigError
 from selfsup.schedules import warmup_cosine
@@ -31,26 +33,44 @@ class LARS(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = param.grad
-                if not group["lars_exclude"]:
-                    grad = grad.add(param, alpha=group["weight_decay"])
-                    param_norm, grad_norm = torch.linalg.vector_norm(param), torch.linalg.vector_norm(grad)
-                    trust = torch.where(
-                        (param_norm > 0) & (grad_norm > 0),
-                        group["trust_coefficient"] * param_norm / grad_norm,
-                        torch.ones_like(param_norm),
-                    )
-                    grad = grad.mul(trust)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            # Work on each process's own shard (all of a tensor without FSDP); the norms are
+            # summed over the shards in one collective per group rather than one per tensor.
+            weights, grads = [_local(p) for p in params], [_local(p.grad) for p in params]
+            if not group["lars_exclude"]:
+                grads = [g.add(w, alpha=group["weight_decay"]) for g, w in zip(grads, weights)]
+                param_norms, grad_norms = _norms(weights, params), _norms(grads, params)
+                trust = torch.where(
+                    (param_norms > 0) & (grad_norms > 0), group["trust_coefficient"] * param_norms / grad_norms,
+                    torch.ones_like(param_norms),
+                )
+                grads = [g.mul(t) for g, t in zip(grads, trust)]
+            for param, weight, grad in zip(params, weights, grads):
                 state = self.state[param]
                 if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.clone(grad).detach()
+                    state["momentum_buffer"] = torch.clone(param.grad).detach()  # the parameter's layout (a DTensor under FSDP)
+                    _local(state["momentum_buffer"]).copy_(grad)
                 else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-                param.add_(state["momentum_buffer"], alpha=-group["lr"])
+                    _local(state["momentum_buffer"]).mul_(group["momentum"]).add_(grad)
+                weight.add_(_local(state["momentum_buffer"]), alpha=-group["lr"])
         return loss
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of ``tensor``: its shard under FSDP (sharing its storage), else itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _norms(tensors: list[torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of each whole tensor from this process's shards of them ([len(tensors)])."""
+    sharded = [p for p in params if isinstance(p, DTensor)]
+    if not sharded:
+        return torch.stack([torch.linalg.vector_norm(t) for t in tensors])
+    squares = torch.stack([torch.linalg.vector_norm(t).square() for t in tensors])
+    dist.all_reduce(squares, group=sharded[0].device_mesh.get_group())
+    return squares.sqrt()
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, fixed_lr_modules: Sequence[nn.Module] = ()) -> list[dict]:
