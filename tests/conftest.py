@@ -8,6 +8,7 @@ from selfsup.config import Config
 # Digits upsampled to 16 px with mild crops (8 px leaves too little to crop), a width-8
 # backbone and a 64-wide projector: a few seconds per run on 2 cores.
 TINY = [
+    "eval.projector=0",
     "data.source=digits",
     "data.size=16",
     "augment.global_scale=[0.5, 1.0]",

@@ -53,8 +53,12 @@ def test_bad_configuration_fails_with_a_clear_message(args, message, tmp_path):
 
 def test_pretrain_writes_a_complete_run_directory_then_evaluate_and_embed(tmp_path, tiny_overrides):
     run = tmp_path / "run"
-    result = selfsup("pretrain", "--epochs", "2", "--out", str(run), *tiny_overrides)
+    result = selfsup("pretrain", "--epochs", "2", "--out", str(run), *tiny_overrides, "eval.projector=60")
     assert "kNN k=20" in result.stdout and "raw pixels" in result.stdout and "random init" in result.stdout
+    assert f"selfsup export {run} --format onnx" in result.stdout
+    # The evaluation in TensorBoard: its scalars, and 60 held-out digits in the projector.
+    projector = list((run / "tensorboard").rglob("metadata.tsv"))
+    assert len(projector) == 1 and len(projector[0].read_text().splitlines()) == 60
 
     for name in ("config.yaml", "metrics.jsonl", "summary.json"):
         assert (run / name).is_file(), name
@@ -79,6 +83,16 @@ def test_pretrain_writes_a_complete_run_directory_then_evaluate_and_embed(tmp_pa
     selfsup("embed", str(run), "--data", "digits", "--out", str(features))
     array = np.load(features)
     assert array.shape[0] == 1797 and np.isfinite(array).all()
+
+    exported = selfsup("export", str(run), "--format", "onnx", "--out", str(tmp_path / "encoder.onnx"))
+    assert "encoder.onnx" in exported.stdout and (tmp_path / "encoder.onnx").stat().st_size > 0
+    query = tmp_path / "query.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(query)
+    found = selfsup("neighbors", str(run), "--query", str(query), "--data", "digits", "-k", "3", "--out", str(tmp_path / "grid.png"))
+    assert found.stdout.count("query.png") == 3 and (tmp_path / "grid.png").is_file()
+    listed = selfsup("runs", str(tmp_path), "--sort", "knn", "--where", "method=simclr")
+    assert "10-shot" in listed.stdout and "run " in listed.stdout.splitlines()[0]
+    assert selfsup("runs", str(tmp_path), "--where", "method=dino", check=False).returncode == 2
 
 
 def test_a_folder_with_broken_files_trains_on_the_good_ones(tmp_path, tiny_overrides):

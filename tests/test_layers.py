@@ -22,7 +22,7 @@ LAYERS = [
     {"train"},
     {"report", "plan"},
     {"modalities", "rundir"},
-    {"runs"},
+    {"runs", "export"},
     {"cli"},
 ]
 LAYER_OF = {room: depth for depth, rooms in enumerate(LAYERS) for room in rooms}

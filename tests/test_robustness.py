@@ -98,8 +98,53 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
 
 def test_the_summary_table_says_which_limit_stopped_the_run():
     summary = {"method": "simclr", "steps": 10, "seconds": 60, "images_per_second": 5}
-    assert format_summary({**summary, "stopped_by": "budget"}).splitlines()[0].endswith("stopped by the time budget")
-    assert format_summary({**summary, "stopped_by": "schedule"}).splitlines()[0].endswith("all planned steps done")
+    # The first paragraph is the run's header line (continued on a second line when it is long).
+    assert format_summary({**summary, "stopped_by": "budget"}).split("\n\n")[0].endswith("stopped by the time budget")
+    assert format_summary({**summary, "stopped_by": "schedule"}).split("\n\n")[0].endswith("all planned steps done")
+
+
+# Real summaries' shapes (an image run with baselines and clustering prototypes, a text run, a
+# video run), with the longest values they hold in practice: a data folder, collapse reasons.
+_IMAGE_SUMMARY = {
+    "method": "swav", "modality": "image", "data": "/home/someone/datasets/imagenette2-320/train-with-a-long-name",
+    "backbone": "resnet50", "steps": 12500, "seconds": 86400.5, "images_per_second": 1234.5, "stopped_by": "signal",
+    "knn_top1": 0.9056, "knn200_top1": 0.7583, "linear_top1": 0.9167, "fewshot": {"1": 0.47, "10": 0.78, "100": 0.89},
+    "energy_auc": 0.5777,
+    "collapse": {
+        "std_sqrt_d": 0.0536, "effective_rank": 7.14, "alignment": 0.0046, "uniformity": -0.0118, "collapsed": True,
+        "reasons": ["std_sqrt_d = 0.05361 is below 0.2: the normalised embeddings barely vary (about 1 when spread over the "
+                    "sphere, 0 when all equal)", "largest cluster holds 95.0% of the images (at least 90%: one prototype takes them)"],
+        "prototypes": {"used": 3000, "largest_share": 0.95, "entropy": 0.1234, "assignment_entropy": 0.5678},
+    },
+    "baselines": {name: {"knn_top1": 0.97, "knn200_top1": 0.94, "linear_top1": 0.96, "fewshot": {"1": 0.6, "10": 0.9, "100": 0.94}}
+                  for name in ("raw_pixels", "random_init")},
+}
+_TEXT_SUMMARY = {
+    "method": "mlm", "modality": "text", "data": "/tmp/tbcorpus", "backbone": "transformer", "steps": 6, "seconds": 3.13,
+    "images_per_second": 15.3, "stopped_by": "schedule", "masked_accuracy": 0.333, "perplexity": 85.8, "energy_auc": 0.516,
+    "homonyms": {"words": {str(i): {} for i in range(10)}, "mean_cosine": 0.949},
+    "knn_top1": 1.0, "knn200_top1": 1.0, "linear_top1": 1.0, "fewshot": {"1": 0.625, "10": 1.0, "100": 1.0},
+    "baselines": {name: {"knn_top1": 1.0, "knn200_top1": 1.0, "linear_top1": 1.0, "fewshot": {"1": 0.75, "10": 1.0, "100": 1.0}}
+                  for name in ("bag_of_words", "random_init", "mean_word2vec")},
+}
+_VIDEO_SUMMARY = {
+    "method": "lvp", "modality": "video", "data": "moving-sprites", "backbone": "frames", "steps": 400, "seconds": 120,
+    "images_per_second": 80.0, "stopped_by": "budget", "energy_auc": 0.81,
+    "energy_auc_by_negative": {"other_clip": 0.81, "reversed": 0.64, "shifted": 0.72},
+    "best_of_k": {"1": 0.0123, "4": 0.0101, "16": 0.0089}, "sample_diversity": 0.0042,
+    "predictions": "/home/someone/experiments/runs/lvp-moving-sprites-20261124-101500/predictions.png",
+    "collapse": {"std_sqrt_d": 0.9, "effective_rank": 40.2, "alignment": 0.3, "uniformity": -2.1, "collapsed": False, "reasons": []},
+}
+
+
+@pytest.mark.parametrize("summary", [_IMAGE_SUMMARY, _TEXT_SUMMARY, _VIDEO_SUMMARY], ids=["image", "text", "video"])
+def test_the_summary_table_fits_100_columns_and_keeps_every_word(summary):
+    table = format_summary(summary)
+    assert max(map(len, table.splitlines())) <= 100, table
+    # Continued lines lose nothing: every character of the long values is there, in order.
+    characters = "".join(table.split())
+    for text in [summary["data"], summary.get("predictions", ""), *summary.get("collapse", {}).get("reasons", [])]:
+        assert "".join(text.split()) in characters, text
 
 
 def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path, capsys):

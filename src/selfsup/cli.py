@@ -101,8 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list the runs in a folder with their state (running, finished, stopped, failed)")
     runs.add_argument("root", type=Path, nargs="?", default=Path("runs"), help="folder of run directories (default: runs)")
+    runs.add_argument("--sort", metavar="COLUMN", help="sort by a column: numbers largest first, text a-z (e.g. knn, 10-shot, auc, step)")
+    runs.add_argument("--where", metavar="COLUMN=VALUE", action="append", default=[],
+                      help="keep runs whose column equals VALUE (repeatable), e.g. --where method=simclr --where state=finished")
 
-    commands.add_parser("methods", help="list the methods, one line each")
+    export = commands.add_parser("export", help="write a run's encoder for other runtimes (ONNX, torch.export, safetensors)")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--format", default="onnx", help="onnx (default), pt2 (torch.export; also: torchscript) or safetensors")
+    export.add_argument("--out", type=Path, help="output file (default RUN_DIR/export/<backbone>.<format>)")
+    export.add_argument("--projector", action="store_true", help="include the projection head after the backbone")
+
+    neighbors = commands.add_parser("neighbors", help="the nearest images of a query image or folder by the run's encoder, printed and drawn")
+    neighbors.add_argument("run_dir", type=Path)
+    neighbors.add_argument("--query", required=True, help="an image file or a folder of images")
+    neighbors.add_argument("--data", required=True, help="the collection searched: fashion-mnist, digits or a folder of images")
+    neighbors.add_argument("-k", type=int, default=8, help="neighbours per query (default 8)")
+    neighbors.add_argument("--out", type=Path, help="PNG grid (default RUN_DIR/neighbors.png)")
+    neighbors.add_argument("--batch-size", type=int, default=512)
+
+    commands.add_parser("methods", help="list the methods by modality, one line each")
     commands.add_parser("recipes", help="list the named recipes that --recipe takes")
 
     plan = commands.add_parser("plan", help="what a run costs before running it: parameters, memory per GPU, FLOPs, time")
@@ -199,7 +216,9 @@ def _run(args: argparse.Namespace) -> int:
     from selfsup.report import format_summary, format_table
 
     if args.command == "methods":
-        print(format_table(["method", "description"], [[name, cls.summary] for name, cls in METHODS.items()]))
+        rows = [[cls.modality, name, cls.summary] for modality in ("image", "text", "video")
+                for name, cls in METHODS.items() if cls.modality == modality]
+        print(format_table(["modality", "method", "description"], rows, left=(0, 1, 2)))
         return 0
     if args.command == "recipes":
         from selfsup.recipes import recipes
@@ -234,16 +253,18 @@ def _run(args: argparse.Namespace) -> int:
 
         if distributed.is_main_process():  # under torchrun, one table
             print(format_summary(summary))
+            if summary.get("modality", "image") != "video" and summary.get("run_dir"):
+                print(f"\nexport the encoder: selfsup export {summary['run_dir']} --format onnx; "
+                      f"curves and the embedding projector: tensorboard --logdir {Path(summary['run_dir']).parent}")
         # Stopped by SIGTERM or SIGINT after checkpointing: the conventional 128 + signal.
         return 128 + summary["stop_signal"] if summary.get("stopped_by") == "signal" else 0
     if args.command == "runs":
-        from selfsup.rundir import list_runs
+        from selfsup.rundir import format_runs, list_runs, parse_where
 
-        rows = [[r["run"], r["method"], r["data"], r["state"], r["step"], r["knn_top1"], r["reason"] or ""]
-                for r in list_runs(args.root)]
+        rows = list_runs(args.root, sort=args.sort, where=parse_where(args.where))
         if not rows:
-            raise ConfigError(f"{args.root} holds no run directories")
-        print(format_table(["run", "method", "data", "state", "step", "kNN", "why"], rows))
+            raise ConfigError(f"no run in {args.root} matches {' '.join(args.where)}" if args.where else f"{args.root} holds no run directories")
+        print(format_runs(rows))
         return 0
     if args.command == "evaluate":
         print(format_summary(runs.evaluate_run(args.run_dir)))
@@ -282,6 +303,25 @@ def _run(args: argparse.Namespace) -> int:
         run = _load_run(args.run_dir, "text", "similar-words needs a static text model (--method word2vec or glove)")
         rows = [[rank + 1, word, f"{cosine:.3f}"] for rank, (word, cosine) in enumerate(text.similar_words(run, args.word, args.top_k))]
         print(format_table(["rank", "word", "cosine"], rows))
+        return 0
+    if args.command == "export":
+        import torch
+
+        from selfsup.export import export_run
+
+        result = export_run(runs.load_run(args.run_dir, device=torch.device("cpu")), args.format, args.out, args.projector)
+        print(format_table(["file", "format", "inputs", "output dim"],
+                           [[result["file"], result["format"], result["inputs"], result["output_dim"]]], left=(0, 1, 2)))
+        return 0
+    if args.command == "neighbors":
+        from selfsup.modalities import retrieval
+
+        run = _load_run(args.run_dir, "image", "neighbors needs an image run")
+        result = retrieval.neighbors(run, args.query, args.data, args.k, args.out, args.batch_size)
+        rows = [[Path(query["query"]).name, neighbour["rank"], neighbour["name"], neighbour["label"] or "", f"{neighbour['similarity']:.3f}"]
+                for query in result["queries"] for neighbour in query["neighbors"]]
+        print(format_table(["query", "rank", "neighbour", "label", "similarity"], rows, left=(0, 2, 3)))
+        print(f"grid: {result['out']}" + (f"; {result['skipped']} unreadable files skipped" if result["skipped"] else ""))
         return 0
     if args.command == "predict":
         from selfsup.modalities import video

@@ -154,6 +154,8 @@ class EvalConfig:
     """Held-out images used for the energy AUC and collapse diagnostics."""
     baselines: bool = True
     """Also evaluate raw pixels and the same backbone at random init."""
+    projector: int = 1000
+    """Held-out images whose embeddings go to TensorBoard's projector (image runs; at most 2,000); 0 = none."""
 
 
 @dataclass

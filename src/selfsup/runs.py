@@ -31,7 +31,9 @@ from selfsup.data import BUILTIN_SOURCES, DataError, SampleSet, describe_skipped
 from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
+from selfsup.evaluate.pipeline import encode
 from selfsup.modalities.base import LoadedRun, say
+from selfsup.report.tensorboard import projector_points, write_evaluation, write_projector
 from selfsup.rundir import CONFIG_FILE, SKIPPED_FILE, SUMMARY_FILE, RunLock, last_step, write_status
 from selfsup.train import checkpoint
 from selfsup.train.trainer import Trainer
@@ -150,6 +152,7 @@ def pretrain(config: Config, resume_dir: Path | None = None, longer: dict[str, A
             elif main:
                 if run.config.eval.enabled:
                     summary.update(evaluate(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device, run_dir))
+                    record_evaluation(run_dir, summary, run.method, run.view_maker, run.config, run.eval_test, run.device)
                 write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
                 write_status(run_dir, "finished", step=summary["steps"], stopped_by=summary["stopped_by"])
         except BaseException as error:
@@ -216,6 +219,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, replan: bool = Fa
     summary = {
         "method": config.method["name"],
         "modality": modality.name,
+        "run_dir": str(run_dir),
         "data": config.data.source,
         "backbone": config.backbone.name,
         "processes": distributed.world_size(),
@@ -275,6 +279,20 @@ def evaluate(method: Method, view_maker, config: Config, eval_train: SampleSet, 
     return result
 
 
+def record_evaluation(run_dir: Path, summary: dict[str, Any], method: Method, view_maker, config: Config, eval_test: SampleSet,
+                      device: torch.device) -> None:
+    """The evaluation in the run's TensorBoard folder, at the run's last step: its figures as
+    scalars and, for image runs, ``eval.projector`` held-out images in the embedding projector."""
+    write_evaluation(run_dir, summary, step=summary["steps"])
+    if method.modality != "image" or not config.eval.projector:
+        return
+    keep = projector_points(len(eval_test), limit=config.eval.projector)
+    images = eval_test.images[keep]
+    features = encode(method.embed, images, view_maker, device)
+    names = [eval_test.class_names[label] if label >= 0 else "unknown" for label in eval_test.labels[keep].tolist()]
+    write_projector(run_dir, features, names, images, step=summary["steps"])
+
+
 # ---------------------------------------------------------------------------- finished runs
 def _load_config(run_dir: Path, refusal: str | None = None) -> Config:
     """The run's ``config.yaml``; ``refusal`` begins the error when there is none."""
@@ -317,6 +335,8 @@ def _evaluate_run(run_dir: Path) -> dict[str, Any]:
         seconds=round(state["elapsed_seconds"], 2),
         images_per_second=round(state["step"] * state["global_batch"] / max(state["elapsed_seconds"], 1e-9), 1),
     )
-    summary.update(evaluate(run.method, modality.build_view_maker(config), config, eval_train, eval_test, run.device, run_dir))
+    view_maker = modality.build_view_maker(config)
+    summary.update(evaluate(run.method, view_maker, config, eval_train, eval_test, run.device, run_dir))
+    record_evaluation(run_dir, summary, run.method, view_maker, config, eval_test, run.device)
     write_atomic(summary_path, json.dumps(summary, indent=2))
     return summary

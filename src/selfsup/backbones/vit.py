@@ -73,7 +73,7 @@ class VisionTransformer(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embedding(images)  # [B, W, h, w]
         grid_height, grid_width = patches.shape[-2:]
-        tokens = torch.cat([self.cls_token.expand(len(images), -1, -1), patches.flatten(2).transpose(1, 2)], dim=1)
+        tokens = torch.cat([self.cls_token.expand(images.shape[0], -1, -1), patches.flatten(2).transpose(1, 2)], dim=1)
         tokens = tokens + self._positions(grid_height, grid_width)
         for block in self.blocks:
             tokens = block(tokens, None, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,8 +45,14 @@ def _percent(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The table printed after ``selfsup pretrain`` / ``evaluate``: the run beside its baselines."""
+SUMMARY_WIDTH = 100
+"""The widest line of the summary table: it must read in a 100-column terminal."""
+
+
+def format_summary(summary: dict[str, Any], width: int = SUMMARY_WIDTH) -> str:
+    """The table printed after ``selfsup pretrain`` / ``evaluate``: the run beside its
+    baselines. Every line is at most ``width`` characters: a longer one continues, indented,
+    on the next lines, broken after its ``|``, ``;`` or ``,`` separators where it can be."""
     modality = summary.get("modality", "image")
     samples = {"text": "sequences", "video": "clips"}.get(modality, "images")
     lines = [
@@ -84,21 +91,53 @@ def format_summary(summary: dict[str, Any]) -> str:
     if homonyms.get("mean_cosine") is not None:
         lines.append(
             f"homonyms: mean cosine between one word's vectors in different sentences {homonyms['mean_cosine']:.3f} "
-            f"over {len(homonyms['words'])} words (1 = the same vector everywhere, as in a static model)"
+            f"over {len(homonyms['words'])} words; 1 = the same vector everywhere, as in a static model"
         )
     if collapse:
-        verdict = "COLLAPSED: " + "; ".join(collapse.get("reasons", [])) if collapse.get("collapsed") else "no collapse"
+        reasons = collapse.get("reasons", []) if collapse.get("collapsed") else []
+        verdict = "COLLAPSED:" if reasons else "COLLAPSED" if collapse.get("collapsed") else "no collapse"
         lines.append(
             f"collapse: std*sqrt(d) {collapse['std_sqrt_d']:.3f}, effective rank {collapse['effective_rank']:.1f}, "
             f"alignment {_fmt(collapse.get('alignment'))}, uniformity {_fmt(collapse.get('uniformity'))} -> {verdict}"
         )
         usage = collapse.get("prototypes")
+        # Each reason on lines of its own, under the verdict (they are sentences, often long).
+        lines += [wrapped for reason in reasons for wrapped in _wrap(f"- {reason}", width, first="  ", rest="    ")]
         if usage:
             lines.append(
                 f"prototypes: {usage['used']} used, largest cluster {100 * usage['largest_share']:.1f}% of the images, "
                 f"usage entropy {usage['entropy']:.3f}, assignment entropy {usage['assignment_entropy']:.3f} (x ln K)"
             )
-    return "\n".join(lines)
+    return "\n".join(wrapped for line in lines for wrapped in _fit(line, width))
+
+
+def _fit(line: str, width: int) -> list[str]:
+    """``line`` (or a table, several lines) as lines of at most ``width`` characters, with
+    the same words in the same order; a table is left whole (its columns must stay aligned)."""
+    if len(line) <= width or "\n" in line:
+        return [line]
+    return _wrap(line, width, first="", rest="  ")
+
+
+def _wrap(text: str, width: int, first: str, rest: str) -> list[str]:
+    """``text`` broken into lines of at most ``width`` characters, the first indented by
+    ``first``, the others by ``rest``: after a `` | ``, ``; `` or ``, `` where the pieces
+    between such separators fit, else between words; a word longer than a line (a long
+    path) is cut."""
+    room = width - max(len(first), len(rest))
+    for separator in (" | ", "; ", ", "):
+        pieces = text.split(separator)
+        if len(pieces) > 1 and all(len(piece) + len(separator) <= room for piece in pieces):
+            lines, current = [], pieces[0]
+            for piece in pieces[1:]:
+                if len(current) + len(separator) + len(piece) <= room:
+                    current += separator + piece
+                else:
+                    lines.append(current + separator.rstrip())
+                    current = piece
+            lines.append(current)
+            return [(first if i == 0 else rest) + line for i, line in enumerate(lines)]
+    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False)
 
 
 def _stopped_by(limit: str | None) -> str:
