@@ -28,10 +28,10 @@ from selfsup import config as config_module
 from selfsup import distributed
 from selfsup.config import Config, ConfigError, TrainConfig, parse_budget
 from selfsup.data import BUILTIN_SOURCES, DataError, SampleSet, describe_skipped, labelled_subset
+from selfsup.evaluate.pipeline import encode
 from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
-from selfsup.evaluate.pipeline import encode
 from selfsup.modalities.base import LoadedRun, say
 from selfsup.report.tensorboard import projector_points, write_evaluation, write_projector
 from selfsup.rundir import CONFIG_FILE, SKIPPED_FILE, SUMMARY_FILE, RunLock, last_step, write_status
