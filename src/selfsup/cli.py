@@ -32,6 +32,7 @@ examples:
   selfsup pretrain --resume runs/simclr-fashion-mnist-20261124-101500
   selfsup evaluate runs/simclr-fashion-mnist-20261124-101500
   selfsup runs                                       every run in ./runs with its state
+  selfsup show ./my_images --views --method dino     my images and their DINO views, drawn to show.png
   selfsup embed runs/simclr-fashion-mnist-20261124-101500 --data ./my_images --out features.npy
   selfsup pretrain --modality text --method mlm --budget 15m   BERT-style MLM on the stdlib docstrings
   selfsup fill-mask runs/mlm-stdlib-docs-20261124-101500 "Return the [MASK] of the list."
@@ -119,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     neighbors.add_argument("--out", type=Path, help="PNG grid (default RUN_DIR/neighbors.png)")
     neighbors.add_argument("--batch-size", type=int, default=512)
 
+    show = commands.add_parser("show", help="draw images of a data source as the model will see them, or their augmented views")
+    show.add_argument("source", help="fashion-mnist, digits or a folder of images")
+    show.add_argument("--out", type=Path, default=Path("show.png"), help="PNG file (default show.png)")
+    show.add_argument("--views", action="store_true", help="one row per image: the image, then its views under the method's recipe")
+    show.add_argument("--count", type=int, default=64, help="images drawn, spread through the source (default 64; 16 with --views)")
+    show.add_argument("--method", help="whose augmentation recipe --views uses (default simclr)")
+    show_start = show.add_mutually_exclusive_group()
+    show_start.add_argument("--config", type=Path, help="YAML config whose data and augment sections apply")
+    show_start.add_argument("--recipe", help="a named recipe whose data and augment sections apply")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.size=64 augment.recipe=dino")
+
     commands.add_parser("methods", help="list the methods by modality, one line each")
     commands.add_parser("recipes", help="list the named recipes that --recipe takes")
 
@@ -170,7 +182,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(_values_not_flags(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args, extra = parser.parse_known_args(_values_not_flags(sys.argv[1:] if argv is None else argv))
+    # argparse fills the positionals at their first run, so key=value after an option comes back here.
+    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from selfsup.data import DataError
     from selfsup.runs import RunExistsError
     from selfsup.train.checkpoint import CheckpointError, TrainingDiverged
@@ -258,6 +276,19 @@ def _run(args: argparse.Namespace) -> int:
                       f"curves and the embedding projector: tensorboard --logdir {Path(summary['run_dir']).parent}")
         # Stopped by SIGTERM or SIGINT after checkpointing: the conventional 128 + signal.
         return 128 + summary["stop_signal"] if summary.get("stopped_by") == "signal" else 0
+    if args.command == "show":
+        from selfsup.recipes import load_recipe
+
+        config = load_recipe(args.recipe) if args.recipe else config_module.load(args.config) if args.config else Config()
+        if args.method:
+            config.method = {"name": args.method}
+        config = config_module.apply_overrides(config, [f"data.source={args.source}", *args.overrides])
+        count = args.count if args.count != 64 or not args.views else 16
+        result = runs.show(config, args.out, count, args.views)
+        print(format_table(["source", "images", "size", "views", "file"],
+                           [[result["source"], result["images"], "x".join(map(str, result["size"])),
+                             f"{result['views']} ({result['recipe']})" if args.views else "-", result["out"]]], left=(0, 4)))
+        return 0
     if args.command == "runs":
         from selfsup.rundir import format_runs, list_runs, parse_where
 

@@ -34,6 +34,11 @@ class DataConfig:
     """Side of the stored square images; null keeps the source's own (folders: 32)."""
     workers: int = 2
     """DataLoader worker processes decoding image folders."""
+    background: str = "white"
+    """Colour that transparent pixels are composited onto: 'white', 'black' or '#rrggbb'."""
+    max_pixels: int = 89_478_485
+    """Largest image (width x height) decoded; larger files are skipped as possible
+    decompression bombs (Pillow's own limit by default)."""
 
 
 @dataclass

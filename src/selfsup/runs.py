@@ -33,6 +33,9 @@ from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
 from selfsup.modalities.base import LoadedRun, say
+from selfsup.augment.views import seeded_generator
+from selfsup.report.frames import save_png
+from selfsup.report.grids import sample_grid, views_grid
 from selfsup.report.tensorboard import projector_points, write_evaluation, write_projector
 from selfsup.rundir import CONFIG_FILE, SKIPPED_FILE, SUMMARY_FILE, RunLock, last_step, write_status
 from selfsup.train import checkpoint
@@ -291,6 +294,35 @@ def record_evaluation(run_dir: Path, summary: dict[str, Any], method: Method, vi
     features = encode(method.embed, images, view_maker, device)
     names = [eval_test.class_names[label] if label >= 0 else "unknown" for label in eval_test.labels[keep].tolist()]
     write_projector(run_dir, features, names, images, step=summary["steps"])
+
+
+def show(config: Config, out: Path, count: int = 64, views: bool = False) -> dict[str, Any]:
+    """Draw ``count`` samples of ``config.data.source`` (spread evenly through it) as the model
+    will see them, decoded and stored; with ``views``, one row each of their augmented views
+    under the config's recipe (the method's own unless ``augment.recipe`` says otherwise)."""
+    if modality_of(config).name != "image":
+        raise ConfigError(f"selfsup show draws image sources; method.name={config.method['name']} learns from "
+                          f"{modality_of(config).name}")
+    if count < 1:
+        raise ConfigError(f"count must be at least 1, got {count}")
+    modality = modality_of(config)
+    if config.data.source == "auto":
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=modality.default_source()))
+    pretrain_set, _, _ = modality.load_data(config, out.parent)
+    count = min(count, len(pretrain_set))
+    indices = torch.linspace(0, len(pretrain_set) - 1, count).round().long()
+    images = pretrain_set.gather(indices, torch.device("cpu"))
+    result = {"source": pretrain_set.name, "images": count, "size": list(images.shape[1:]), "out": str(out)}
+    if views:
+        resolved = resolve(config, pretrain_set)
+        crops = modality.build_view_maker(resolved)(images, seeded_generator(resolved.train.seed, 0))
+        grid = views_grid(images, crops, resolved.augment.mean, resolved.augment.std)
+        result.update(recipe=resolved.augment.recipe, views=len(crops))
+    else:
+        labels = [pretrain_set.class_names[label] if label >= 0 else "" for label in pretrain_set.labels[indices].tolist()]
+        grid = sample_grid(images, labels if any(labels) else None)
+    save_png(grid, out)
+    return result
 
 
 # ---------------------------------------------------------------------------- finished runs
