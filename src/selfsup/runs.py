@@ -26,6 +26,7 @@ import torch
 
 from selfsup import config as config_module
 from selfsup import distributed
+from selfsup.augment.views import seeded_generator
 from selfsup.config import Config, ConfigError, TrainConfig, parse_budget
 from selfsup.data import BUILTIN_SOURCES, DataError, SampleSet, describe_skipped, labelled_subset
 from selfsup.evaluate.pipeline import encode
@@ -33,7 +34,6 @@ from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
 from selfsup.modalities.base import LoadedRun, say
-from selfsup.augment.views import seeded_generator
 from selfsup.report.frames import save_png
 from selfsup.report.grids import sample_grid, views_grid
 from selfsup.report.tensorboard import projector_points, write_evaluation, write_projector
