@@ -9,6 +9,7 @@ from selfsup.config import Config
 # backbone and a 64-wide projector: a few seconds per run on 2 cores.
 TINY = [
     "eval.projector=0",
+    "eval.report=false",
     "data.source=digits",
     "data.size=16",
     "augment.global_scale=[0.5, 1.0]",

@@ -53,9 +53,10 @@ def test_bad_configuration_fails_with_a_clear_message(args, message, tmp_path):
 
 def test_pretrain_writes_a_complete_run_directory_then_evaluate_and_embed(tmp_path, tiny_overrides):
     run = tmp_path / "run"
-    result = selfsup("pretrain", "--epochs", "2", "--out", str(run), *tiny_overrides, "eval.projector=60")
+    result = selfsup("pretrain", "--epochs", "2", "--out", str(run), *tiny_overrides, "eval.projector=60", "eval.report=true")
     assert "kNN k=20" in result.stdout and "raw pixels" in result.stdout and "random init" in result.stdout
-    assert f"selfsup export {run} --format onnx" in result.stdout
+    assert f"selfsup export {run} --format onnx" in result.stdout and f"report: {run / 'report.html'}" in result.stdout
+    assert "<img" in (run / "report.html").read_text()  # the browser test is tests/test_report_html.py
     # The evaluation in TensorBoard: its scalars, and 60 held-out digits in the projector.
     projector = list((run / "tensorboard").rglob("metadata.tsv"))
     assert len(projector) == 1 and len(projector[0].read_text().splitlines()) == 60
@@ -90,6 +91,8 @@ def test_pretrain_writes_a_complete_run_directory_then_evaluate_and_embed(tmp_pa
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(query)
     found = selfsup("neighbors", str(run), "--query", str(query), "--data", "digits", "-k", "3", "--out", str(tmp_path / "grid.png"))
     assert found.stdout.count("query.png") == 3 and (tmp_path / "grid.png").is_file()
+    compared = selfsup("report", str(run), str(run), "--out", str(tmp_path / "both.html"))
+    assert "both.html" in compared.stdout and (tmp_path / "both.html").stat().st_size > 0
     listed = selfsup("runs", str(tmp_path), "--sort", "knn", "--where", "method=simclr")
     assert "10-shot" in listed.stdout and "run " in listed.stdout.splitlines()[0]
     assert selfsup("runs", str(tmp_path), "--where", "method=dino", check=False).returncode == 2

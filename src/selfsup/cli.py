@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--where", metavar="COLUMN=VALUE", action="append", default=[],
                       help="keep runs whose column equals VALUE (repeatable), e.g. --where method=simclr --where state=finished")
 
+    report = commands.add_parser("report", help="write report.html for one run, or a side-by-side comparison of several")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/report.html for one run, ./report.html for several)")
+
     export = commands.add_parser("export", help="write a run's encoder for other runtimes (ONNX, torch.export, safetensors)")
     export.add_argument("run_dir", type=Path)
     export.add_argument("--format", default="onnx", help="onnx (default), pt2 (torch.export; also: torchscript) or safetensors")
@@ -272,7 +276,9 @@ def _run(args: argparse.Namespace) -> int:
         if distributed.is_main_process():  # under torchrun, one table
             print(format_summary(summary))
             if summary.get("modality", "image") != "video" and summary.get("run_dir"):
-                print(f"\nexport the encoder: selfsup export {summary['run_dir']} --format onnx; "
+                report = Path(summary["run_dir"]) / runs.REPORT_FILE
+                print(f"\n{'report: ' + str(report) + '; ' if report.is_file() else ''}"
+                      f"export the encoder: selfsup export {summary['run_dir']} --format onnx; "
                       f"curves and the embedding projector: tensorboard --logdir {Path(summary['run_dir']).parent}")
         # Stopped by SIGTERM or SIGINT after checkpointing: the conventional 128 + signal.
         return 128 + summary["stop_signal"] if summary.get("stopped_by") == "signal" else 0
@@ -334,6 +340,10 @@ def _run(args: argparse.Namespace) -> int:
         run = _load_run(args.run_dir, "text", "similar-words needs a static text model (--method word2vec or glove)")
         rows = [[rank + 1, word, f"{cosine:.3f}"] for rank, (word, cosine) in enumerate(text.similar_words(run, args.word, args.top_k))]
         print(format_table(["rank", "word", "cosine"], rows))
+        return 0
+    if args.command == "report":
+        default = args.run_dirs[0] / runs.REPORT_FILE if len(args.run_dirs) == 1 else Path(runs.REPORT_FILE)
+        print(f"report: {runs.report_runs(args.run_dirs, args.out or default)}")
         return 0
     if args.command == "export":
         import torch

@@ -159,6 +159,8 @@ class EvalConfig:
     """Held-out images used for the energy AUC and collapse diagnostics."""
     baselines: bool = True
     """Also evaluate raw pixels and the same backbone at random init."""
+    report: bool = True
+    """Write report.html into the run directory after evaluation (seconds to a minute on a CPU)."""
     projector: int = 1000
     """Held-out images whose embeddings go to TensorBoard's projector (image runs; at most 2,000); 0 = none."""
 

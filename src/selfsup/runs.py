@@ -37,7 +37,10 @@ from selfsup.modalities.base import LoadedRun, say
 from selfsup.report.frames import save_png
 from selfsup.report.grids import sample_grid, views_grid
 from selfsup.report.tensorboard import projector_points, write_evaluation, write_projector
+from selfsup.evaluate.report_data import image_report_data
+from selfsup.report.html import render_report
 from selfsup.rundir import CONFIG_FILE, SKIPPED_FILE, SUMMARY_FILE, RunLock, last_step, write_status
+from selfsup.train.logging import METRICS_FILE
 from selfsup.train import checkpoint
 from selfsup.train.trainer import Trainer
 
@@ -101,6 +104,9 @@ def default_run_dir(config: Config) -> Path:
 
 
 # ---------------------------------------------------------------------------- the pipeline
+REPORT_FILE = "report.html"
+
+
 @dataclass
 class TrainedRun:
     """What training hands to evaluation."""
@@ -157,6 +163,8 @@ def pretrain(config: Config, resume_dir: Path | None = None, longer: dict[str, A
                     summary.update(evaluate(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device, run_dir))
                     record_evaluation(run_dir, summary, run.method, run.view_maker, run.config, run.eval_test, run.device)
                 write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+                if run.config.eval.enabled and run.config.eval.report:
+                    write_report(run_dir, report_data(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device))
                 write_status(run_dir, "finished", step=summary["steps"], stopped_by=summary["stopped_by"])
         except BaseException as error:
             if main and run_dir.is_dir():
@@ -325,6 +333,48 @@ def show(config: Config, out: Path, count: int = 64, views: bool = False) -> dic
     return result
 
 
+# ---------------------------------------------------------------------------- the HTML report
+def report_input(run_dir: Path, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run's input to :func:`report.html.render_report`, read from its directory."""
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    metrics, skipped = run_dir / METRICS_FILE, run_dir / SKIPPED_FILE
+    pictures = {path.name: path.read_bytes() for path in [run_dir / "predictions.png"] if path.is_file()}
+    return {"name": run_dir.name, "summary": summary, "config_yaml": (run_dir / CONFIG_FILE).read_text(),
+            "metrics": [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else [],
+            "skipped": skipped.read_text() if skipped.is_file() else "", "data": data, "pictures": pictures}
+
+
+def report_data(method: Method, view_maker, config: Config, eval_train: SampleSet, eval_test: SampleSet,
+                device: torch.device) -> dict[str, Any] | None:
+    """What the report draws beyond the run's files (image runs): few-shot curve, energies,
+    retrieval, 2-D map, spectrum. ``build_model`` rebuilds the same random-init weights."""
+    if modality_of(config).name != "image":
+        return None
+    return image_report_data(method, view_maker, eval_train, eval_test, device, random_init=build_model(config))
+
+
+def write_report(run_dir: Path, data: dict[str, Any] | None) -> Path:
+    path = run_dir / REPORT_FILE
+    write_atomic(path, render_report([report_input(run_dir, data)]))
+    return path
+
+
+def report_runs(run_dirs: list[Path], out: Path) -> Path:
+    """One report of several runs side by side (or one run's), written to ``out``."""
+    inputs = []
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        if not (run_dir / SUMMARY_FILE).is_file():
+            raise ConfigError(f"{run_dir} has no {SUMMARY_FILE}: evaluate it first (selfsup evaluate {run_dir})")
+        modality = modality_of(run.config)
+        _, train, test = modality.load_data(run.config, run_dir)
+        view_maker = modality.build_view_maker(run.config)
+        inputs.append(report_input(run_dir, report_data(run.method, view_maker, run.config, train, test,
+                                                        distributed.resolve_device(run.config.train.device))))
+    write_atomic(out, render_report(inputs))
+    return out
+
+
 # ---------------------------------------------------------------------------- finished runs
 def _load_config(run_dir: Path, refusal: str | None = None) -> Config:
     """The run's ``config.yaml``; ``refusal`` begins the error when there is none."""
@@ -371,4 +421,6 @@ def _evaluate_run(run_dir: Path) -> dict[str, Any]:
     summary.update(evaluate(run.method, view_maker, config, eval_train, eval_test, run.device, run_dir))
     record_evaluation(run_dir, summary, run.method, view_maker, config, eval_test, run.device)
     write_atomic(summary_path, json.dumps(summary, indent=2))
+    if config.eval.report:
+        write_report(run_dir, report_data(run.method, view_maker, config, eval_train, eval_test, run.device))
     return summary
