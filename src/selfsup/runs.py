@@ -30,18 +30,18 @@ from selfsup.augment.views import seeded_generator
 from selfsup.config import Config, ConfigError, TrainConfig, parse_budget
 from selfsup.data import BUILTIN_SOURCES, DataError, SampleSet, describe_skipped, labelled_subset
 from selfsup.evaluate.pipeline import encode
+from selfsup.evaluate.report_data import image_report_data
 from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
 from selfsup.modalities.base import LoadedRun, say
 from selfsup.report.frames import save_png
 from selfsup.report.grids import sample_grid, views_grid
-from selfsup.report.tensorboard import projector_points, write_evaluation, write_projector
-from selfsup.evaluate.report_data import image_report_data
 from selfsup.report.html import render_report
+from selfsup.report.tensorboard import projector_points, write_evaluation, write_projector
 from selfsup.rundir import CONFIG_FILE, SKIPPED_FILE, SUMMARY_FILE, RunLock, last_step, write_status
-from selfsup.train.logging import METRICS_FILE
 from selfsup.train import checkpoint
+from selfsup.train.logging import METRICS_FILE
 from selfsup.train.trainer import Trainer
 
 DEFAULT_BATCH_SIZE = 256
