@@ -29,6 +29,7 @@ from selfsup import distributed
 from selfsup.augment.views import seeded_generator
 from selfsup.config import Config, ConfigError, TrainConfig, parse_budget
 from selfsup.data import BUILTIN_SOURCES, DataError, SampleSet, describe_skipped, labelled_subset
+from selfsup.data.folder import describe_warnings
 from selfsup.evaluate.pipeline import encode
 from selfsup.evaluate.report_data import image_report_data
 from selfsup.files import write_atomic
@@ -213,6 +214,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, replan: bool = Fa
     if (not resume or replan) and main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / CONFIG_FILE, config.to_yaml())
+    warnings_line = describe_warnings(getattr(pretrain_set, "warned", []))
+    if warnings_line and main:
+        say(warnings_line)
     if pretrain_set.skipped and main:
         write_atomic(run_dir / SKIPPED_FILE, describe_skipped(pretrain_set.skipped))
         say(f"skipped {len(pretrain_set.skipped)} unreadable file(s), listed in {run_dir / SKIPPED_FILE}")

@@ -89,8 +89,8 @@ def test_load_folder_rgb_keeps_good_files_and_reports_broken(folder):
         assert reason.startswith(BROKEN[path[len(str(folder)) + 1 :]])
     pixel = {name: images.images[i, :, 4, :].T.tolist() for i, name in enumerate(GOOD)}
     assert pixel["cat/a_palette.png"][0] == [0, 255, 0]  # opaque palette entry
-    assert pixel["cat/a_palette.png"][7] == [0, 0, 0]  # transparent -> black
-    assert pixel["cat/b_rgba.png"][0] == [100, 50, 25]  # half alpha over black
+    assert pixel["cat/a_palette.png"][7] == [255, 255, 255]  # transparent -> the white background
+    assert pixel["cat/b_rgba.png"][0] == [227, 177, 152]  # half alpha over white
     assert pixel["cat/c_gray16.png"][0] == [255, 255, 255]
     red, green, blue = pixel["cat/e_cmyk.jpg"][0]
     assert red > 240 and green < 15 and blue < 15
@@ -107,7 +107,7 @@ def test_load_folder_grey(folder):
     assert values["cat/c_gray16.png"] == [255]  # 65535 rescaled, not clipped
     assert values["cat/d_gray16_half.png"] == [128]  # 32768 * 255 / 65535 = 127.5
     assert values["dog/f_gray.png"] == [77]
-    assert values["cat/b_rgba.png"] == [round(0.299 * 100 + 0.587 * 50 + 0.114 * 25)]
+    assert values["cat/b_rgba.png"] == [round(0.299 * 227 + 0.587 * 177 + 0.114 * 152)]  # over white
 
 
 def test_worker_processes_give_the_same_batches(folder):
@@ -130,14 +130,15 @@ def test_folder_files_never_raise_on_bad_files(folder):
     dataset = FolderFiles(folder, channels=3, size=8)
     bad = [dataset[i] for i, path in enumerate(dataset.paths) if path.endswith(tuple(BROKEN))]
     assert len(bad) == 3
-    for image, label, index, error in bad:
-        assert image.numel() == 0 and image.dtype == torch.uint8 and error
+    for image, label, index, error, warnings in bad:
+        assert image.numel() == 0 and image.dtype == torch.uint8 and error and warnings == ()
         assert label == dataset.labels[index]
-    image, label, index, error = dataset[0]
-    assert image.shape == (3, 8, 8) and (label, index, error) == (0, 0, "")
+    image, label, index, error, warnings = dataset[0]
+    assert image.shape == (3, 8, 8) and (label, index, error, warnings) == (0, 0, "", ())
     batch = collate_decoded(bad)  # nothing readable: an empty batch of the right shape
     assert batch.images.shape == (0, 3, 8, 8) and batch.labels.shape == (0,)
     assert [entry[0] for entry in batch.skipped] == [dataset.paths[item[2]] for item in bad]
+    assert batch.warned == []
 
 
 def test_folder_without_subfolders_is_unlabelled(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 from selfsup.data.base import DataError, ImageSet, convert_images
 from selfsup.data.digits import load_digits
 from selfsup.data.fashion_mnist import fashion_mnist_available, load_fashion_mnist
-from selfsup.data.folder import load_folder, split_indices
+from selfsup.data.folder import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, check_decode_settings, load_folder, split_indices
 
 #: Built-in sets: spec -> loader of one split ("train" or "test").
 BUILTIN_SOURCES: dict[str, Callable[[str], ImageSet]] = {
@@ -44,7 +44,13 @@ def default_source() -> str:
 
 
 def load_splits(
-    spec: str, channels: int | None = None, size: int | None = None, workers: int = 2
+    spec: str,
+    channels: int | None = None,
+    size: int | None = None,
+    workers: int = 2,
+    *,
+    background: str = DEFAULT_BACKGROUND,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[ImageSet, ImageSet, ImageSet]:
     """Load a data source as ``(pretrain, eval_train, eval_test)``.
 
@@ -55,13 +61,19 @@ def load_splits(
     once (``channels`` default 3, ``size`` default 32, ``workers`` decoding processes)
     and split into ``(all files, hash-train files, hash-test files)`` with
     :func:`selfsup.data.folder.split_indices`; a tiny folder can leave a split empty.
+    ``background`` (``data.background``) and ``max_pixels`` (``data.max_pixels``) are
+    how a folder's files are decoded (see :func:`selfsup.data.folder.load_folder`; the
+    first set is then a ``FolderImageSet`` whose ``warned`` lists Pillow's warnings);
+    the built-in sets need neither, but a value not allowed fails for every source.
 
     Raises:
+        ConfigError: ``background`` or ``max_pixels`` not allowed (naming the key).
         DataError: when the spec is neither a built-in name nor an existing folder
             (listing the names), or the source's files are missing or unreadable (for
             Fashion-MNIST with the command that installs it; falling back to another
             source is the caller's decision).
     """
+    check_decode_settings(background, max_pixels)
     if spec in BUILTIN_SOURCES:
         load = BUILTIN_SOURCES[spec]
         train, test = (_converted(load(split), channels, size) for split in ("train", "test"))
@@ -78,6 +90,8 @@ def load_splits(
         channels=_FOLDER_CHANNELS if channels is None else channels,
         size=_FOLDER_SIZE if size is None else size,
         workers=workers,
+        background=background,
+        max_pixels=max_pixels,
     )
     train_rows, test_rows = split_indices(everything.paths, root)
     return (

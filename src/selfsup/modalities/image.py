@@ -25,11 +25,16 @@ from selfsup.data import (
     iter_folder_batches,
     load_splits,
 )
-from selfsup.data.folder import scan_folder
+from selfsup.data.folder import describe_warnings, scan_folder
 from selfsup.evaluate.pipeline import encode, evaluate_method
 from selfsup.files import write_atomic
 from selfsup.methods import Method, method_class
 from selfsup.modalities.base import LoadedRun, Modality, say
+
+
+def decoding(config: Config) -> dict[str, Any]:
+    """How the run decodes image files: the background of transparent pixels and the pixel limit."""
+    return {"background": config.data.background, "max_pixels": config.data.max_pixels}
 
 
 def default_local_size(global_size: int) -> int:
@@ -57,7 +62,7 @@ class ImageModality(Modality):
         return source
 
     def load_data(self, config: Config, run_dir: Path) -> tuple[ImageSet, ImageSet, ImageSet]:
-        return load_splits(config.data.source, config.data.channels, config.data.size, config.data.workers)
+        return load_splits(config.data.source, config.data.channels, config.data.size, config.data.workers, **decoding(config))
 
     def resolve(self, config: Config, pretrain_set: ImageSet) -> Config:
         """The augmentation recipe (the method's unless set), its crop sizes and the
@@ -144,7 +149,7 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
     dim = method.embed(view_maker.eval_view(blank)).shape[1]
 
     if source in BUILTIN_SOURCES:
-        _, train, test = load_splits(source, config.data.channels, config.data.size)
+        _, train, test = load_splits(source, config.data.channels, config.data.size, **decoding(config))
         features = torch.cat([encode(method.embed, s.images, view_maker, device, channels_last, batch_size) for s in (train, test)])
         np.save(out, features.numpy())
         return {"rows": len(features), "dim": dim, "skipped": 0, "out": str(out)}
@@ -153,9 +158,11 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
         raise DataError(f"data source {source!r} is neither {', '.join(BUILTIN_SOURCES)} nor a folder")
     paths, _ = scan_folder(source)
     rows = np.lib.format.open_memmap(out.with_suffix(".partial.npy"), mode="w+", dtype=np.float32, shape=(len(paths), dim))
-    written, skipped, names = 0, [], []
-    for batch in iter_folder_batches(source, config.data.channels, config.data.size, batch_size, config.data.workers):
+    written, skipped, warned, names = 0, [], [], []
+    for batch in iter_folder_batches(source, config.data.channels, config.data.size, batch_size, config.data.workers,
+                                     **decoding(config)):
         skipped += batch.skipped
+        warned += batch.warned
         if len(batch.images):
             features = encode(method.embed, batch.images, view_maker, device, channels_last, batch_size)
             rows[written : written + len(features)] = features.numpy()
@@ -167,6 +174,8 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
     write_atomic(out.with_name(out.name + ".files.txt"), "".join(name + "\n" for name in names))
     if skipped:
         write_atomic(out.with_name(out.name + ".skipped.txt"), describe_skipped(skipped))
+    if warned:
+        say(describe_warnings(warned))
     return {"rows": written, "dim": dim, "skipped": len(skipped), "out": str(out)}
 
 

@@ -159,10 +159,11 @@ def neighbors(run: LoadedRun, query: str | Path, data: str, k: int = 8, out: Pat
     def features_of(images: Tensor) -> Tensor:
         return normalised(encode(method.embed, images, view_maker, device, channels_last, batch_size))
 
-    query_set = _load_query(query, channels, size, config.data.workers)
+    decoding = {"background": config.data.background, "max_pixels": config.data.max_pixels}
+    query_set = _load_query(query, channels, size, config.data.workers, decoding)
     search = RunningTopK(features_of(query_set.images), k, chunk_rows)
     started, search_seconds = time.perf_counter(), 0.0
-    collection = _Collection(data, channels, size)
+    collection = _Collection(data, channels, size, decoding)
     with tqdm(total=collection.total, unit="img", desc=f"encoding {data}", dynamic_ncols=True, leave=False, disable=None) as progress:
         for images, indices, files_read in collection.batches(batch_size, config.data.workers):
             if len(images):
@@ -208,11 +209,12 @@ def neighbors(run: LoadedRun, query: str | Path, data: str, k: int = 8, out: Pat
     }
 
 
-def _load_query(query: Path, channels: int, size: int, workers: int) -> ImageSet:
-    """One image file or every image of a folder, at the run's channels and size."""
+def _load_query(query: Path, channels: int, size: int, workers: int, decoding: dict[str, Any]) -> ImageSet:
+    """One image file or every image of a folder, at the run's channels and size
+    (``decoding``: the run's ``data.background`` and ``data.max_pixels``)."""
     if query.is_dir():
-        return load_folder(query, channels, size, workers)  # DataError when nothing is readable
-    image = decode_image(query, channels, size)  # ImageDecodeError (a DataError) names the file
+        return load_folder(query, channels, size, workers, **decoding)  # DataError when nothing is readable
+    image = decode_image(query, channels, size, **decoding)  # ImageDecodeError (a DataError) names the file
     return ImageSet(images=image.unsqueeze(0), labels=torch.tensor([-1]), name=str(query), class_names=[], paths=[str(query)])
 
 
@@ -220,13 +222,13 @@ class _Collection:
     """The images searched: a built-in set (train then test) or a folder, streamed in
     batches, with what each row is called (its file, or its split and index, and label)."""
 
-    def __init__(self, source: str, channels: int, size: int) -> None:
-        self.source, self.channels, self.size = source, channels, size
+    def __init__(self, source: str, channels: int, size: int, decoding: dict[str, Any]) -> None:
+        self.source, self.channels, self.size, self.decoding = source, channels, size, decoding
         self.builtin = source in BUILTIN_SOURCES
         self.rows = 0
         self.skipped: list[tuple[str, str]] = []
         if self.builtin:
-            _, train, test = load_splits(source, channels, size)
+            _, train, test = load_splits(source, channels, size, **decoding)
             self.splits = [("train", train), ("test", test)]
             self.total = len(train) + len(test)
         else:
@@ -247,7 +249,7 @@ class _Collection:
                     yield images, torch.arange(offset + start, offset + start + len(images)), len(images)
                 offset += len(split)
             return
-        for batch in iter_folder_batches(self.source, self.channels, self.size, batch_size, workers):
+        for batch in iter_folder_batches(self.source, self.channels, self.size, batch_size, workers, **self.decoding):
             self.skipped += batch.skipped
             self.rows += len(batch.images)
             yield batch.images, batch.indices, len(batch.images) + len(batch.skipped)
@@ -265,7 +267,7 @@ class _Collection:
     def image(self, index: int) -> Tensor:
         """Row ``index`` as the run sees it (uint8 [C, S, S]), for the grid."""
         if not self.builtin:
-            return decode_image(self.paths[index], self.channels, self.size)
+            return decode_image(self.paths[index], self.channels, self.size, **self.decoding)
         _, split, split_index = self._locate(index)
         return split.images[split_index]
 
