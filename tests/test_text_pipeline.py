@@ -64,6 +64,10 @@ def test_mlm_memorises_a_tiny_corpus_and_fills_the_mask(tmp_path, corpus):
     tokens = text.embed_texts(runs.load_run(run_dir), ["the cat sat"], out=None, tokens=True)
     assert tokens["features"].shape == (5, 32)  # [CLS] the cat sat [SEP]
 
+    # The report of a text run: its probes, homonyms and fill-mask guesses.
+    report = runs.report_runs([run_dir], tmp_path / "report.html").read_text()
+    assert "Return the [MASK] of the list." in report and "<h2>Text</h2>" in report
+
 
 def test_causal_model_trains_and_refuses_fill_mask(tmp_path, corpus):
     summary = runs.pretrain(_config(tmp_path, corpus, "causal", "train.epochs=20", "eval.baselines=false"))

@@ -57,6 +57,8 @@ def test_summary_has_best_of_k_probes_baselines_and_a_picture(lvp_run):
     assert "collapse" not in summary  # a pixel-space energy is not diagnosed for collapse
     with Image.open(run_dir / "predictions.png") as image:  # 4 clips x (1 + 5 samples) rows of 6 frames
         assert image.mode == "L" and image.height > image.width
+    report = (run_dir / "report.html").read_text()  # the best-of-K curve and the predicted futures
+    assert "<h2>Video</h2>" in report and report.count("<img") >= 2
 
 
 @pytest.mark.e2e

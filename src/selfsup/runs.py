@@ -36,6 +36,7 @@ from selfsup.files import write_atomic
 from selfsup.methods import Method, build_method, method_class
 from selfsup.modalities import modality_of
 from selfsup.modalities.base import LoadedRun, say
+from selfsup.modalities.text import fill_mask
 from selfsup.report.frames import save_png
 from selfsup.report.grids import sample_grid, views_grid
 from selfsup.report.html import render_report
@@ -165,7 +166,8 @@ def pretrain(config: Config, resume_dir: Path | None = None, longer: dict[str, A
                     record_evaluation(run_dir, summary, run.method, run.view_maker, run.config, run.eval_test, run.device)
                 write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
                 if run.config.eval.enabled and run.config.eval.report:
-                    write_report(run_dir, report_data(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device))
+                    write_report(run_dir, report_data(run.method, run.view_maker, run.config, run.eval_train, run.eval_test, run.device),
+                                 fill_mask_examples(LoadedRun(run_dir, run.config, run.method, {})))
                 write_status(run_dir, "finished", step=summary["steps"], stopped_by=summary["stopped_by"])
         except BaseException as error:
             if main and run_dir.is_dir():
@@ -205,7 +207,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, replan: bool = Fa
     longer: ``replan``), train; every process."""
     main = distributed.is_main_process()
     modality = modality_of(config)
+    loading = time.perf_counter()
     pretrain_set, eval_train, eval_test = modality.load_data(config, run_dir)
+    data_seconds = time.perf_counter() - loading
     if len(pretrain_set) < 2:
         raise DataError(f"{pretrain_set.name} has {len(pretrain_set)} sample(s); self-supervised training needs at least 2 "
                         "(the samples of a batch are compared with each other)")
@@ -241,6 +245,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, replan: bool = Fa
         "steps": result.steps,
         "epochs": round(result.epochs, 3),
         "seconds": round(result.seconds, 2),
+        "data_seconds": round(data_seconds, 2),
         "images_per_second": round(result.images_per_second, 1),
         "stopped_by": result.stopped_by,
         **({"stop_signal": result.stop_signal} if result.stop_signal else {}),
@@ -338,14 +343,31 @@ def show(config: Config, out: Path, count: int = 64, views: bool = False) -> dic
 
 
 # ---------------------------------------------------------------------------- the HTML report
-def report_input(run_dir: Path, data: dict[str, Any] | None = None) -> dict[str, Any]:
+# Sentences of the stdlib-docs style whose masked word a text run's report shows it guessing.
+FILL_MASK_PROBES = ("Return the [MASK] of the list.", "Open the [MASK] and read its contents.",
+                    "Raise a [MASK] if the value is not valid.")
+
+
+def fill_mask_examples(run: LoadedRun, top_k: int = 5) -> list[dict[str, Any]]:
+    """A masked language model's top guesses for :data:`FILL_MASK_PROBES` (none for other runs)."""
+    if not run.method.predicts_tokens or run.method.causal_attention:
+        return []
+    examples = []
+    for text in FILL_MASK_PROBES:
+        for _, candidates in fill_mask(run, text, top_k):
+            examples.append({"text": text, "predictions": [f"{token} ({probability:.2f})" for token, probability in candidates]})
+    return examples
+
+
+def report_input(run_dir: Path, data: dict[str, Any] | None = None, fill_mask: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One run's input to :func:`report.html.render_report`, read from its directory."""
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     metrics, skipped = run_dir / METRICS_FILE, run_dir / SKIPPED_FILE
     pictures = {path.name: path.read_bytes() for path in [run_dir / "predictions.png"] if path.is_file()}
     return {"name": run_dir.name, "summary": summary, "config_yaml": (run_dir / CONFIG_FILE).read_text(),
             "metrics": [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else [],
-            "skipped": skipped.read_text() if skipped.is_file() else "", "data": data, "pictures": pictures}
+            "skipped": skipped.read_text() if skipped.is_file() else "", "data": data, "pictures": pictures,
+            "fill_mask": fill_mask or []}
 
 
 def report_data(method: Method, view_maker, config: Config, eval_train: SampleSet, eval_test: SampleSet,
@@ -357,9 +379,9 @@ def report_data(method: Method, view_maker, config: Config, eval_train: SampleSe
     return image_report_data(method, view_maker, eval_train, eval_test, device, random_init=build_model(config))
 
 
-def write_report(run_dir: Path, data: dict[str, Any] | None) -> Path:
+def write_report(run_dir: Path, data: dict[str, Any] | None, fill_mask: list[dict[str, Any]] | None = None) -> Path:
     path = run_dir / REPORT_FILE
-    write_atomic(path, render_report([report_input(run_dir, data)]))
+    write_atomic(path, render_report([report_input(run_dir, data, fill_mask)]))
     return path
 
 
@@ -374,7 +396,8 @@ def report_runs(run_dirs: list[Path], out: Path) -> Path:
         _, train, test = modality.load_data(run.config, run_dir)
         view_maker = modality.build_view_maker(run.config)
         inputs.append(report_input(run_dir, report_data(run.method, view_maker, run.config, train, test,
-                                                        distributed.resolve_device(run.config.train.device))))
+                                                        distributed.resolve_device(run.config.train.device)),
+                                   fill_mask_examples(run)))
     write_atomic(out, render_report(inputs))
     return out
 
@@ -426,5 +449,5 @@ def _evaluate_run(run_dir: Path) -> dict[str, Any]:
     record_evaluation(run_dir, summary, run.method, view_maker, config, eval_test, run.device)
     write_atomic(summary_path, json.dumps(summary, indent=2))
     if config.eval.report:
-        write_report(run_dir, report_data(run.method, view_maker, config, eval_train, eval_test, run.device))
+        write_report(run_dir, report_data(run.method, view_maker, config, eval_train, eval_test, run.device), fill_mask_examples(run))
     return summary
