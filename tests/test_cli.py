@@ -91,8 +91,8 @@ def test_pretrain_writes_a_complete_run_directory_then_evaluate_and_embed(tmp_pa
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(query)
     found = selfsup("neighbors", str(run), "--query", str(query), "--data", "digits", "-k", "3", "--out", str(tmp_path / "grid.png"))
     assert found.stdout.count("query.png") == 3 and (tmp_path / "grid.png").is_file()
-    compared = selfsup("report", str(run), str(run), "--out", str(tmp_path / "both.html"))
-    assert "both.html" in compared.stdout and (tmp_path / "both.html").stat().st_size > 0
+    reported = selfsup("report", str(run), "--out", str(tmp_path / "again.html"))  # side by side: tests/test_report_html.py
+    assert "again.html" in reported.stdout and (tmp_path / "again.html").stat().st_size > 0
     listed = selfsup("runs", str(tmp_path), "--sort", "knn", "--where", "method=simclr")
     assert "10-shot" in listed.stdout and "run " in listed.stdout.splitlines()[0]
     assert selfsup("runs", str(tmp_path), "--where", "method=dino", check=False).returncode == 2
