@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +313,9 @@ def _assemble_shards(path: Path, model: torch.nn.Module) -> dict[str, torch.Tens
     whole = {key: torch.empty_like(value, device="cpu") for key, value in model.state_dict().items() if key not in buffers}
     tensors = {f"model/{key}": value for key, value in whole.items()}
     try:
-        dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(path / SHARDED_DIR)), no_dist=True)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.filterwarnings("ignore", message=".*single process.*", category=UserWarning)
+            dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(path / SHARDED_DIR)), no_dist=True)
     except Exception as error:
         raise CheckpointError(f"cannot assemble the shards of checkpoint {path}: {error}") from error
     rank_zero = path / BUFFERS_DIR / _buffers_file(0)
@@ -366,7 +369,7 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointPolicy:
     """When and how the trainer checkpoints: every ``every`` steps and at each epoch end
-    (rank 0 writes, every process waits), never weights that are not finite; resuming
+    (every process writes its part), never weights that are not finite; resuming
     takes the newest complete checkpoint."""
 
     def __init__(self, directory: Path, every: int, steps_per_epoch: int):
