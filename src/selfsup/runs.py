@@ -389,9 +389,9 @@ def report_runs(run_dirs: list[Path], out: Path) -> Path:
     """One report of several runs side by side (or one run's), written to ``out``."""
     inputs = []
     for run_dir in run_dirs:
-        run = load_run(run_dir)
         if not (run_dir / SUMMARY_FILE).is_file():
             raise ConfigError(f"{run_dir} has no {SUMMARY_FILE}: evaluate it first (selfsup evaluate {run_dir})")
+        run = load_run(run_dir)
         modality = modality_of(run.config)
         _, train, test = modality.load_data(run.config, run_dir)
         view_maker = modality.build_view_maker(run.config)

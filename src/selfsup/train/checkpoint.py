@@ -375,6 +375,7 @@ class CheckpointPolicy:
     def __init__(self, directory: Path, every: int, steps_per_epoch: int):
         self.directory, self.every, self.steps_per_epoch = directory, every, steps_per_epoch
         self.saved_step: int | None = None
+        self.saved_final = False  # whether that checkpoint was written as the run's last one
 
     def due(self, step: int) -> bool:
         return step % self.every == 0 or step % self.steps_per_epoch == 0
@@ -395,7 +396,7 @@ class CheckpointPolicy:
                 f"cannot write the checkpoint of step {step} ({getattr(error, 'strerror', None) or error}); "
                 f"training stopped, {self.last_good()}"
             ) from error
-        self.saved_step = step
+        self.saved_step, self.saved_final = step, final
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, global_batch: int) -> dict[str, Any]:
         """Load the newest readable checkpoint into ``model`` and ``optimizer``; returns its

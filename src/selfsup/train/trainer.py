@@ -199,11 +199,12 @@ class Trainer:
                 if self.held_out and knn_every and epoch_end and (step // self.steps_per_epoch) % knn_every == 0:
                     logger.log(step, {"knn_top1": self.online_knn()}, kind="eval")
                 if self.checkpoints.due(step):
-                    self._save(step, self.budget.elapsed())
+                    self._save(step, self.budget.elapsed(), final=step >= self.budget.total_steps)
 
         seconds, samples_per_second = self.budget.elapsed(), self.budget.samples_per_second(step, self.global_batch)
         self._stop_if_diverged(logger)
-        if self.checkpoints.saved_step != step or self.sharded:  # under FSDP the last one also holds the whole model
+        # Under FSDP the last checkpoint also holds the whole model: a run stopped early writes it here.
+        if self.checkpoints.saved_step != step or (self.sharded and not self.checkpoints.saved_final):
             self._save(step, seconds, final=True)
         logger.close()
         return TrainResult(step, seconds, samples_per_second, step / self.steps_per_epoch, stopped_by, self.monitor.alarm_step,
