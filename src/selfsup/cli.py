@@ -34,6 +34,7 @@ examples:
   selfsup runs                                       every run in ./runs with its state
   selfsup show ./my_images --views --method dino     my images and their DINO views, drawn to show.png
   selfsup embed runs/simclr-fashion-mnist-20261124-101500 --data ./my_images --out features.npy
+  selfsup shards ./my_images --out shards/my_images --max-size 1GB   tar shards for streaming
   selfsup pretrain --modality text --method mlm --budget 15m   BERT-style MLM on the stdlib docstrings
   selfsup fill-mask runs/mlm-stdlib-docs-20261124-101500 "Return the [MASK] of the list."
   selfsup embed runs/mlm-stdlib-docs-20261124-101500 --text "Open a file." --out sentence.npy
@@ -135,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     show_start.add_argument("--recipe", help="a named recipe whose data and augment sections apply")
     show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.size=64 augment.recipe=dino")
 
+    shards = commands.add_parser("shards", help="pack an image source into WebDataset tar shards with a JSON index")
+    shards.add_argument("source", help="fashion-mnist, digits or a folder of images")
+    shards.add_argument("--out", type=Path, required=True, help="folder of the shards; run the same command again to continue an interrupted pack")
+    shard_limit = shards.add_mutually_exclusive_group()
+    shard_limit.add_argument("--max-count", type=int, metavar="N", help="samples per shard (default 10,000)")
+    shard_limit.add_argument("--max-size", metavar="SIZE", help="largest shard file: 1GB, 500MB, 64KB or bytes")
+    shards.add_argument("--size", type=int, metavar="N", help="store each image resized to shorter side N (default: the original files)")
+    shards.add_argument("--workers", type=int, default=2, metavar="N", help="processes reading and checking images (default 2; 0: this one)")
+
     commands.add_parser("methods", help="list the methods by modality, one line each")
     commands.add_parser("recipes", help="list the named recipes that --recipe takes")
 
@@ -216,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"selfsup {args.command}: error: {error.strerror}: {error.filename or 'writing the run'}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"selfsup {args.command}: interrupted; resume with --resume RUN_DIR", file=sys.stderr)
+        resume = "run the same command again to continue" if args.command == "shards" else "resume with --resume RUN_DIR"
+        print(f"selfsup {args.command}: interrupted; {resume}", file=sys.stderr)
         return 130
 
 
@@ -294,6 +305,20 @@ def _run(args: argparse.Namespace) -> int:
         print(format_table(["source", "images", "size", "views", "file"],
                            [[result["source"], result["images"], "x".join(map(str, result["size"])),
                              f"{result['views']} ({result['recipe']})" if args.views else "-", result["out"]]], left=(0, 4)))
+        return 0
+    if args.command == "shards":
+        from selfsup.data.packing import format_byte_size, pack_shards, parse_byte_size
+
+        try:
+            max_size = None if args.max_size is None else parse_byte_size(args.max_size)
+        except ConfigError as error:
+            raise ConfigError(f"--max-size: {error}") from None
+        result = pack_shards(args.source, args.out, max_count=args.max_count, max_size=max_size, size=args.size, workers=args.workers)
+        if result["already_complete"]:
+            print(f"{args.out} already holds the complete shards of {result['source']}; nothing to do")
+        print(format_table(["shards", "samples", "skipped", "size", "seconds", "index"],
+                           [[result["shards"], result["samples"], result["skipped"], format_byte_size(result["bytes"]),
+                             f"{result['seconds']:.1f}", result["index"]]], left=(5,)))
         return 0
     if args.command == "runs":
         from selfsup.rundir import format_runs, list_runs, parse_where

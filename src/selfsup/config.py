@@ -31,9 +31,18 @@ class DataConfig:
     channels: int | None = None
     """Image channels (1 or 3); null keeps the source's own (folders: 3)."""
     size: int | None = None
-    """Side of the stored square images; null keeps the source's own (folders: 32)."""
+    """Side of the stored square images; null keeps a built-in set's own; for folders and shard
+    directories, the median shorter side of their images, at most the size the backbone is made
+    for (32 px: convnet and -small variants; 224 px: ImageNet stems)."""
     workers: int = 2
-    """DataLoader worker processes decoding image folders."""
+    """DataLoader worker processes decoding image folders and shards."""
+    stream: str = "auto"
+    """Folders and shard directories: 'auto' streams them when decoded at data.size they would
+    take more than data.cache_mb, else decodes them once into memory; 'always'; 'never'."""
+    cache_mb: int = 2048
+    """Decoded size (MiB) up to which data.stream=auto keeps a folder or shard directory in memory."""
+    shuffle_buffer: int = 1000
+    """Samples in each streaming worker's shuffle buffer (shards are read front to back)."""
     background: str = "white"
     """Colour that transparent pixels are composited onto: 'white', 'black' or '#rrggbb'."""
     max_pixels: int = 89_478_485
@@ -161,6 +170,10 @@ class EvalConfig:
     """Also evaluate raw pixels and the same backbone at random init."""
     report: bool = True
     """Write report.html into the run directory after evaluation (seconds to a minute on a CPU)."""
+    streamed_train: int = 10_000
+    """Labelled images a streamed source is evaluated with (a fixed random choice of its train split)."""
+    streamed_test: int = 2_000
+    """Labelled held-out images a streamed source is evaluated on."""
     projector: int = 1000
     """Held-out images whose embeddings go to TensorBoard's projector (image runs; at most 2,000); 0 = none."""
 

@@ -71,6 +71,13 @@ def blocks(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, BLOCK_TYPES)]
 
 
+def design_size(name: str) -> int:
+    """The image side a backbone is made for: 32 px for the convnet and the small-image
+    (``-small``) variants (28-64 px data), 224 px for ImageNet stems and patches, 32 px for
+    a user's module (its needs are unknown; data.size says otherwise)."""
+    return 224 if name in BACKBONES and not (name.endswith("-small") or name.startswith("convnet")) else 32
+
+
 def uses_convolutions(module: nn.Module) -> bool:
     """Whether ``module`` has 2-d convolutions, which run faster on channels-last tensors
     (oneDNN on CPUs, cuDNN with tensor cores): the trainer and evaluation convert then."""
@@ -125,5 +132,5 @@ def _user_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Mod
 
 __all__ = [
     "BACKBONES", "BLOCK_TYPES", "BackboneSpec", "ConvNet", "REGNETY", "RegNetY", "ResNet", "TransformerEncoder",
-    "VisionTransformer", "blocks", "build_backbone", "resnet18", "resnet34", "resnet50", "uses_convolutions",
+    "VisionTransformer", "blocks", "build_backbone", "design_size", "resnet18", "resnet34", "resnet50", "uses_convolutions",
 ]

@@ -20,6 +20,7 @@ decoded frame of memory, not several (see :func:`decode_image_with_warnings`).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import threading
@@ -218,6 +219,7 @@ def decode_image_with_warnings(
     *,
     background: str = DEFAULT_BACKGROUND,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
 ) -> DecodedImage:
     """Decode one image file to a uint8 tensor ``[channels, size, size]`` and its warnings.
 
@@ -245,6 +247,9 @@ def decode_image_with_warnings(
     decode can differ from a whole one by a few levels at sharp edges; frames of at most
     2**22 pixels decode exactly as before reduced decoding existed.
 
+    ``data``: the file's bytes, already read (a tar shard's member); ``path`` then only
+    names it in messages.
+
     Warnings: Pillow's warnings during the decode (corrupt EXIF data, ...) are recorded,
     not raised, and returned with the image; a file that fails gives no warnings, its
     error says why.
@@ -266,7 +271,7 @@ def decode_image_with_warnings(
         warnings.simplefilter("always")  # every warning, even one seen before
         pillow_limit = Image.MAX_IMAGE_PIXELS
         try:
-            pixels = _decode_pixels(path, mode, size, colour, max_pixels)
+            pixels = _decode_pixels(path, mode, size, colour, max_pixels, data)
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit
     tensor = torch.from_numpy(pixels)
@@ -274,13 +279,14 @@ def decode_image_with_warnings(
     return DecodedImage(tensor, tuple(" ".join(str(warning.message).split()) for warning in caught))
 
 
-def _decode_pixels(path: str | Path, mode: str, size: int, background: tuple[int, int, int], max_pixels: int) -> np.ndarray:
+def _decode_pixels(path: str | Path, mode: str, size: int, background: tuple[int, int, int], max_pixels: int,
+                   data: bytes | None = None) -> np.ndarray:
     """The decode of decode_image_with_warnings, as a ``[size, size(, 3)]`` uint8 array."""
     try:
         # The header's size is checked here against max_pixels, naming it; Pillow's own
         # check at open would refuse above 2 x its limit and only warn below.
         Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageDecodeError(
@@ -308,7 +314,7 @@ def _decode_pixels(path: str | Path, mode: str, size: int, background: tuple[int
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as error:
-        raise ImageDecodeError(path, _unidentified_reason(path)) from error
+        raise ImageDecodeError(path, _unidentified_reason(path, data)) from error
     # Pillow's format plugins raise many exception types on malformed input (OSError,
     # ValueError, SyntaxError, struct.error, DecompressionBombError, ...); each means
     # "this file is unreadable".
@@ -352,9 +358,9 @@ def _check_channels_and_size(channels: int, size: int) -> str:
     return _MODES[channels]
 
 
-def _unidentified_reason(path: str | Path) -> str:
+def _unidentified_reason(path: str | Path, data: bytes | None = None) -> str:
     try:
-        empty = os.path.getsize(path) == 0
+        empty = (os.path.getsize(path) if data is None else len(data)) == 0
     except OSError:
         empty = False
     return "empty file (0 bytes)" if empty else "not an image format Pillow can identify"

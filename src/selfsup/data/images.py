@@ -7,13 +7,30 @@ train/test pair for the evaluation protocol (kNN, linear probe, few-shot).
 
 from __future__ import annotations
 
+import io
+import os
+import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
 
 from selfsup.data.base import DataError, ImageSet, convert_images
 from selfsup.data.digits import load_digits
 from selfsup.data.fashion_mnist import fashion_mnist_available, load_fashion_mnist
-from selfsup.data.folder import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, check_decode_settings, load_folder, split_indices
+from selfsup.data.folder import (
+    DEFAULT_BACKGROUND,
+    DEFAULT_MAX_PIXELS,
+    check_decode_settings,
+    load_folder,
+    scan_folder,
+    split_indices,
+)
+from selfsup.data.shards import ShardIndex, is_shard_dir, iter_shard, load_index
+from selfsup.data.stream import Decoding, FolderParts, ShardParts, StreamingImageSet
 
 #: Built-in sets: spec -> loader of one split ("train" or "test").
 BUILTIN_SOURCES: dict[str, Callable[[str], ImageSet]] = {
@@ -34,8 +51,14 @@ Data sources:
                  pbm), searched recursively; the first-level subfolder of a file is its
                  label. All images are pretrained on; a stable hash of each file's path
                  puts 20% of them in the evaluation test split. Unreadable files are
-                 skipped and reported. Defaults: 3 channels, 32x32 pixels.
-                 (To use a folder named like a built-in set, write ./digits.)"""
+                 skipped and reported. Defaults: 3 channels; the median shorter side
+                 of the files, at most the size the backbone is made for (32 px for
+                 the CPU defaults, 224 px for ImageNet-stem backbones).
+                 (To use a folder named like a built-in set, write ./digits.)
+  DIR            a shard directory written by `selfsup shards` (found by its
+                 index.json): WebDataset tar shards, read sequentially.
+A folder or shard directory larger than data.cache_mb decoded is streamed: decoded in
+worker processes batch by batch, never whole."""
 
 
 def default_source() -> str:
@@ -74,17 +97,15 @@ def load_splits(
             source is the caller's decision).
     """
     check_decode_settings(background, max_pixels)
+    if is_shard_dir(spec):
+        return _shards_in_memory(load_index(spec), 3 if channels is None else channels, _FOLDER_SIZE if size is None else size,
+                                 workers, Decoding(1, 1, background, max_pixels))
     if spec in BUILTIN_SOURCES:
         load = BUILTIN_SOURCES[spec]
         train, test = (_converted(load(split), channels, size) for split in ("train", "test"))
         return train, train, test
     root = Path(spec)
-    if not root.is_dir():
-        problem = "is a file, not a folder" if root.exists() else "is not an existing folder"
-        raise DataError(
-            f"unknown data source {spec!r}: it is not one of the built-in sets "
-            f"({', '.join(BUILTIN_SOURCES)}) and {problem}"
-        )
+    _check_folder(spec)
     everything = load_folder(
         root,
         channels=_FOLDER_CHANNELS if channels is None else channels,
@@ -99,6 +120,16 @@ def load_splits(
         everything.subset(train_rows, f"{everything.name}:train"),
         everything.subset(test_rows, f"{everything.name}:test"),
     )
+
+
+def _check_folder(spec: str) -> None:
+    root = Path(spec)
+    if not root.is_dir():
+        problem = "is a file, not a folder" if root.exists() else "is not an existing folder"
+        raise DataError(
+            f"unknown data source {spec!r}: it is not one of the built-in sets "
+            f"({', '.join(BUILTIN_SOURCES)}) and {problem}"
+        )
 
 
 def _converted(images: ImageSet, channels: int | None, size: int | None) -> ImageSet:
@@ -122,3 +153,130 @@ def describe_skipped(skipped: Sequence[tuple[str, str]]) -> str:
     Returns ``""`` when nothing was skipped.
     """
     return "".join(f"{path}\t{' '.join(str(reason).split())}\n" for path, reason in skipped)
+
+
+# --------------------------------------------------------------------------- large sources
+#: How many files' headers a folder's typical size is read from.
+_SIZE_PROBE_FILES = 64
+
+
+@dataclass
+class SourceInfo:
+    """What a folder or shard directory holds, read before anything is decoded."""
+
+    spec: str
+    kind: str  # "folder" or "shards"
+    count: int  # images (folders: files, unreadable ones included)
+    median_side: int | None  # the median shorter side of a sample of the images (None: none readable)
+    index: ShardIndex | None = None
+    paths: list[str] | None = None
+    labels: torch.Tensor | None = None
+    class_names: list[str] | None = None
+
+    def default_size(self, design: int) -> int:
+        """Tiny images keep their size; larger ones get ``design`` (the backbone's)."""
+        return design if self.median_side is None else min(self.median_side, design)
+
+    def decoded_bytes(self, channels: int, size: int) -> int:
+        return self.count * channels * size * size
+
+
+def inspect_source(spec: str) -> SourceInfo | None:
+    """A folder's or shard directory's size and typical image side (reading the headers of
+    a few files, not their pixels); None for a built-in set."""
+    if spec in BUILTIN_SOURCES and not os.path.isdir(spec):
+        return None
+    if is_shard_dir(spec):
+        index = load_index(spec)
+        side = index.size or _median_side(_first_shard_images(index))
+        return SourceInfo(spec, "shards", index.count, side, index=index, class_names=list(index.class_names))
+    _check_folder(spec)
+    paths, label_names = scan_folder(spec)
+    class_names = sorted({name for name in label_names if name is not None})
+    positions = {name: position for position, name in enumerate(class_names)}
+    labels = torch.tensor([-1 if name is None else positions[name] for name in label_names], dtype=torch.int64)
+    picks = np.random.default_rng(0).choice(len(paths), size=min(_SIZE_PROBE_FILES, len(paths)), replace=False)
+    side = _median_side(str(paths[i]) for i in sorted(picks.tolist()))
+    return SourceInfo(spec, "folder", len(paths), side, paths=[str(path) for path in paths], labels=labels, class_names=class_names)
+
+
+def _first_shard_images(index: ShardIndex) -> list[io.BytesIO]:
+    files = []
+    for entry in index.shards[:1]:
+        for sample in iter_shard(index.url(entry)):
+            files.append(io.BytesIO(sample.data))
+            if len(files) == _SIZE_PROBE_FILES:
+                break
+    return files
+
+
+def _median_side(files) -> int | None:
+    sides = []
+    for file in files:
+        try:
+            with Image.open(file) as image:  # the header only: no pixel is decoded
+                sides.append(min(image.size))
+        except Exception:  # an unreadable file says nothing about the others' size
+            continue
+    return int(statistics.median(sides)) if sides else None
+
+
+def open_stream(info: SourceInfo, channels: int, size: int, workers: int, *, background: str = DEFAULT_BACKGROUND,
+                max_pixels: int = DEFAULT_MAX_PIXELS, buffer: int = 1000, pretrain_only: bool = True) -> StreamingImageSet:
+    """The images of a folder or shard directory, streamed (see :mod:`selfsup.data.stream`).
+    ``pretrain_only``: of a shard directory packed from a built-in set, its train split."""
+    check_decode_settings(background, max_pixels)
+    decoding = Decoding(channels, size, background, max_pixels)
+    if info.kind == "shards":
+        parts = ShardParts(info.index, pretrain_only)
+        return StreamingImageSet(parts, f"shards:{os.path.abspath(info.spec)}", list(info.index.class_names), decoding, workers,
+                                 buffer, skipped=list(info.index.skipped))
+    return StreamingImageSet(FolderParts(info.paths, info.labels), f"folder:{os.path.abspath(info.spec)}", list(info.class_names),
+                             decoding, workers, buffer, paths=info.paths)
+
+
+def held_out_ids(info: SourceInfo) -> torch.Tensor:
+    """Sample ids (all samples, index order) of the evaluation test split: a folder's by the
+    hash of each path (as :func:`load_splits`), a shard directory's from its index."""
+    if info.kind == "folder":
+        return split_indices(info.paths, info.spec)[1]
+    offsets = np.concatenate([[0], np.cumsum([entry.count for entry in info.index.shards])[:-1]])
+    return torch.from_numpy(np.concatenate([offset + np.asarray(entry.test, dtype=np.int64)
+                                            for offset, entry in zip(offsets, info.index.shards, strict=True)] or [np.zeros(0, np.int64)]))
+
+
+def evaluation_splits(every: StreamingImageSet, info: SourceInfo, train_count: int, test_count: int) -> tuple[ImageSet, ImageSet]:
+    """Labelled evaluation splits of a streamed source, decoded into memory: at most
+    ``train_count`` and ``test_count`` labelled images, a fixed random choice (seed 0) so
+    that runs on one source are evaluated on the same images. ``every`` holds all the
+    source's samples (a built-in set's test split included)."""
+    is_test = torch.zeros(len(every), dtype=torch.bool)
+    is_test[held_out_ids(info)] = True
+    labelled = every.labels >= 0
+    generator = torch.Generator().manual_seed(0)
+    splits = []
+    for rows, count, split in ((labelled & ~is_test, train_count, "train"), (labelled & is_test, test_count, "test")):
+        candidates = torch.nonzero(rows).flatten()
+        chosen = candidates[torch.randperm(len(candidates), generator=generator)[:count]].sort().values
+        splits.append(every.subset(chosen, f"{every.name}:{split}"))
+    return splits[0], splits[1]
+
+
+def _shards_in_memory(index: ShardIndex, channels: int, size: int, workers: int, decode: Decoding) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """A small shard directory decoded once into memory: (pretraining images, train, test)."""
+    info = SourceInfo(index.root, "shards", index.count, index.size, index=index, class_names=list(index.class_names))
+    every = open_stream(info, channels, size, workers, background=decode.background, max_pixels=decode.max_pixels,
+                        pretrain_only=False)
+    everything = every.subset(torch.arange(len(every)), every.name)
+    # Subset keeps readable rows; a packed shard holds only images that decoded when packed.
+    if len(everything) != len(every):
+        raise DataError(f"{every.name}: {len(every) - len(everything)} packed image(s) no longer decode; pack the source again")
+    is_test = torch.zeros(len(every), dtype=torch.bool)
+    is_test[held_out_ids(info)] = True
+    pretrain_rows = torch.nonzero(~is_test).flatten() if index.pretrain == "train" else torch.arange(len(every))
+    labelled = everything.labels >= 0
+    return (
+        everything if index.pretrain == "all" else everything.subset(pretrain_rows, everything.name),
+        everything.subset(torch.nonzero(labelled & ~is_test).flatten(), f"{everything.name}:train"),
+        everything.subset(torch.nonzero(labelled & is_test).flatten(), f"{everything.name}:test"),
+    )

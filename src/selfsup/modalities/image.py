@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from selfsup.augment.views import RECIPES, ViewMaker
-from selfsup.backbones import BACKBONES, build_backbone, uses_convolutions
+from selfsup.backbones import BACKBONES, build_backbone, design_size, uses_convolutions
 from selfsup.config import Config, ConfigError
 from selfsup.data import (
     BUILTIN_SOURCES,
@@ -26,10 +26,22 @@ from selfsup.data import (
     load_splits,
 )
 from selfsup.data.folder import describe_warnings, scan_folder
+from selfsup.data.images import SourceInfo, evaluation_splits, inspect_source, open_stream
+from selfsup.data.stream import StreamingImageSet
 from selfsup.evaluate.pipeline import encode, evaluate_method
 from selfsup.files import write_atomic
 from selfsup.methods import Method, method_class
 from selfsup.modalities.base import LoadedRun, Modality, say
+
+STREAM_CHOICES = ("auto", "always", "never")
+
+
+def _amount(size: int) -> str:
+    """A byte count as people write it: '812 KiB', '14.2 GiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}" if size < 10 * scale else f"{size / scale:,.0f} {unit}"
+    return f"{size} bytes"
 
 
 def decoding(config: Config) -> dict[str, Any]:
@@ -61,8 +73,44 @@ class ImageModality(Modality):
             say("Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist); using the bundled 8x8 digits")
         return source
 
-    def load_data(self, config: Config, run_dir: Path) -> tuple[ImageSet, ImageSet, ImageSet]:
-        return load_splits(config.data.source, config.data.channels, config.data.size, config.data.workers, **decoding(config))
+    def load_data(self, config: Config, run_dir: Path) -> tuple[ImageSet | StreamingImageSet, ImageSet, ImageSet]:
+        """A built-in set, or a folder or shard directory at its stated size, in memory or
+        streamed by the stated rule (data.stream, data.cache_mb), said in the log."""
+        data = config.data
+        if data.stream not in STREAM_CHOICES:
+            raise ConfigError(f"data.stream: {data.stream!r} is not one of {', '.join(STREAM_CHOICES)}")
+        info = inspect_source(data.source)
+        if info is None:
+            if data.stream == "always":
+                raise ConfigError(f"data.stream=always: {data.source} is a built-in set held in memory; stream a folder or a "
+                                  f"shard directory (selfsup shards {data.source} --out DIR)")
+            return load_splits(data.source, data.channels, data.size, data.workers, **decoding(config))
+        channels, size = data.channels or 3, data.size or self._default_size(config, info)
+        decoded = info.decoded_bytes(channels, size)
+        stream = data.stream == "always" or (data.stream == "auto" and decoded > data.cache_mb * 2**20)
+        what = f"{info.count:,} {'files' if info.kind == 'folder' else 'packed images'} at {size} px x {channels} channel(s)"
+        if not stream:
+            say(f"data: {what} take {_amount(decoded)} decoded"
+                + (f", within data.cache_mb={data.cache_mb:,}: decoding once into memory" if data.stream == "auto" else ""))
+            return load_splits(data.source, channels, size, data.workers, **decoding(config))
+        say(f"data: {what} would take {_amount(decoded)} decoded"
+            + (f", more than data.cache_mb={data.cache_mb:,}" if data.stream == "auto" else "")
+            + f": streaming, decoded by {data.workers} worker process(es)")
+        pretrain = open_stream(info, channels, size, data.workers, buffer=data.shuffle_buffer, **decoding(config))
+        every = pretrain if info.kind == "folder" else open_stream(info, channels, size, data.workers, pretrain_only=False,
+                                                                     **decoding(config))
+        say(f"evaluation: up to {config.eval.streamed_train:,} labelled train and {config.eval.streamed_test:,} held-out images "
+            "(eval.streamed_train, eval.streamed_test), decoding")
+        train, test = evaluation_splits(every, info, config.eval.streamed_train, config.eval.streamed_test)
+        return pretrain, train, test
+
+    @staticmethod
+    def _default_size(config: Config, info: SourceInfo) -> int:
+        backbone = config.backbone.name or method_class(config.method["name"]).default_backbone or ImageModality.default_backbone
+        size = info.default_size(design_size(backbone))
+        typical = "no readable image" if info.median_side is None else f"median shorter side {info.median_side} px"
+        say(f"data.size={size}: {typical}; {backbone} is made for {design_size(backbone)} px (set data.size to change)")
+        return size
 
     def resolve(self, config: Config, pretrain_set: ImageSet) -> Config:
         """The augmentation recipe (the method's unless set), its crop sizes and the
@@ -73,10 +121,11 @@ class ImageModality(Modality):
         recipe = RECIPES[recipe_name]
         mean, std = config.augment.mean, config.augment.std
         if mean is None or std is None:
-            measured_mean, measured_std = channel_statistics(pretrain_set.images)
+            sample = pretrain_set.preview(1000) if isinstance(pretrain_set, StreamingImageSet) else pretrain_set.images
+            measured_mean, measured_std = channel_statistics(sample)
             mean = mean or measured_mean
             std = std or measured_std
-        global_size = config.augment.global_size or pretrain_set.images.shape[-1]
+        global_size = config.augment.global_size or pretrain_set.height
         spec = BACKBONES.get(config.backbone.name)
         patch = spec.patch if spec is not None and spec.patch else 1
         augment = dataclasses.replace(

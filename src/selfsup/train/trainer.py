@@ -25,7 +25,7 @@ from selfsup.data import SampleSet
 from selfsup.evaluate.knn import knn_accuracy
 from selfsup.evaluate.pipeline import encode
 from selfsup.methods import Method, StepInfo
-from selfsup.train.batches import SupportSampler, TrainingBatches, ViewMaker
+from selfsup.train.batches import SupportSampler, ViewMaker, training_batches
 from selfsup.train.budget import BudgetPlanner
 from selfsup.train.checkpoint import CheckpointPolicy, TrainingDiverged
 from selfsup.train.logging import RunLogger
@@ -93,7 +93,7 @@ class Trainer:
         support = None
         if method.labels_per_class:
             support = SupportSampler(train_set.labels, method.labels_per_class, method.support_per_class, train.seed, train_set.name)
-        self.batches = TrainingBatches(
+        self.batches = training_batches(
             train_set, view_maker, train.seed, train.batch_size, distributed.world_size(), distributed.rank(),
             self.device, self.channels_last, support,
         )
