@@ -24,6 +24,21 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory):
+    """600 of the digits as 8x8 PNG files in one folder per class: a folder source to stream."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("digits") / "images"
+    digits = load_digits()
+    for number, (image, label) in enumerate(zip(digits.images[:600], digits.target[:600], strict=True)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(root / str(label) / f"{number:04d}.png")
+    return root
+
+
 @pytest.fixture
 def tiny_overrides():
     return list(TINY)

@@ -119,3 +119,38 @@ def test_seer_tiny_under_fsdp_killed_with_sigkill_resumes_bit_identical(tmp_path
     found = load_file(checkpoint.latest_checkpoint(killed / "checkpoints") / checkpoint.MODEL_FILE)
     assert expected.keys() == found.keys()
     assert all(torch.equal(expected[key], found[key]) for key in expected)
+
+
+@pytest.mark.e2e
+def test_streamed_shards_killed_mid_epoch_under_torchrun_resume_bit_identical(tmp_path, tiny_overrides):
+    from selfsup.data.packing import pack_shards
+
+    pack_shards("digits", tmp_path / "shards", max_count=150, workers=0, progress=False)
+    # 1,437 training images in batches of 2 x 32: 22 steps per epoch, checkpoints every 5 steps.
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.source", "train."))] + [
+        f"data.source={tmp_path / 'shards'}", "data.stream=always", "data.channels=1", "train.batch_size=32", "train.epochs=2",
+        "train.checkpoint_every=5", "eval.enabled=false"]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    result = subprocess.run(_torchrun_pretrain(*overrides, "--out", str(reference)), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "streamed from 12 shards" in result.stderr + result.stdout
+
+    process = subprocess.Popen(_torchrun_pretrain(*overrides, "--out", str(killed)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed / "checkpoints" / checkpoint.checkpoint_name(15)).is_dir():
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        for pid in [process.pid, *_descendants(process.pid)]:  # torchrun, both workers and their loaders
+            os.kill(pid, signal.SIGKILL)
+        process.wait()
+    state = json.loads((checkpoint.latest_checkpoint(killed / "checkpoints") / "state.json").read_text())
+    assert state["step"] % 22 != 0 and state["step"] < 44  # killed in the middle of an epoch
+    resumed = subprocess.run(_torchrun_pretrain("--resume", str(killed)), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = load_file(checkpoint.latest_checkpoint(reference / "checkpoints") / checkpoint.MODEL_FILE)
+    found = load_file(checkpoint.latest_checkpoint(killed / "checkpoints") / checkpoint.MODEL_FILE)
+    assert expected.keys() == found.keys()
+    assert all(torch.equal(expected[key], found[key]) for key in expected)

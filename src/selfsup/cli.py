@@ -316,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
         result = pack_shards(args.source, args.out, max_count=args.max_count, max_size=max_size, size=args.size, workers=args.workers)
         if result["already_complete"]:
             print(f"{args.out} already holds the complete shards of {result['source']}; nothing to do")
-        print(format_table(["shards", "samples", "skipped", "size", "seconds", "index"],
+        print(format_table(["shards", "samples", "skipped", "on disk", "seconds", "index"],
                            [[result["shards"], result["samples"], result["skipped"], format_byte_size(result["bytes"]),
                              f"{result['seconds']:.1f}", result["index"]]], left=(5,)))
         return 0

@@ -23,6 +23,21 @@ STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
 
 
+# The lock files this process holds. A forked child (a DataLoader worker) closes its copies,
+# so that the lock goes with this process: killed, it is free at once, not when the last
+# orphaned worker notices.
+_HELD_LOCKS: set = set()
+
+
+def _release_in_child() -> None:
+    for file in _HELD_LOCKS:
+        file.close()
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
 class RunLock:
     """An exclusive lock on a run directory (``.lock``, released when the process ends, even
     by SIGKILL), held while a process trains or evaluates in it, so that two never write
@@ -46,9 +61,11 @@ class RunLock:
         self._file.truncate()
         self._file.write(str(os.getpid()))
         self._file.flush()
+        _HELD_LOCKS.add(self._file)
         return self
 
     def __exit__(self, *exc) -> None:
+        _HELD_LOCKS.discard(self._file)
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
 

@@ -92,3 +92,29 @@ def test_an_unreadable_file_is_replaced_in_its_batch_and_listed(tmp_path):
     assert batches[0].readable.sum() == 16
     subset = stream.subset(torch.arange(17), "all")
     assert len(subset) == 16 and sorted(_numbers(subset.images)) == list(range(16))
+
+
+def test_shards_stream_every_training_image_once_and_resume_mid_epoch(tmp_path):
+    from selfsup.data.packing import pack_shards
+
+    pack_shards("digits", tmp_path / "shards", max_count=200, workers=0, progress=False)
+    info = inspect_source(str(tmp_path / "shards"))
+    stream = open_stream(info, channels=1, size=8, workers=2, buffer=50)
+    assert len(stream) == 1437 and stream.parts.sequential  # the train split; the test split is held out
+    assert stream.describe_rows() == "images (1, 8, 8), streamed from 9 shards"
+    ranks = [list(stream.epoch(1, 0, batch=16, world=2, rank=rank)) for rank in range(2)]
+    seen = [i for batches in ranks for batch in batches for i in batch.ids.tolist()]
+    assert len(seen) == len(set(seen)) == 44 * 2 * 16  # 1437 // 32 steps; the 13 left over wait
+    for rank, batches in enumerate(ranks):
+        planned = epoch_batches(stream.parts.counts, 1, 0, stream.layout(16, 2), rank)
+        assert [b.ids.tolist() for b in batches] == planned.tolist()
+    resumed = list(stream.epoch(1, 0, batch=16, world=2, rank=1, first=21))
+    assert [b.ids.tolist() for b in resumed] == [b.ids.tolist() for b in ranks[1][21:]]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(resumed, ranks[1][21:], strict=True))
+    # The images are the digits' own (packed losslessly), labels included.
+    from selfsup.data import load_digits
+
+    digits = load_digits("train")
+    index = {bytes(image.flatten().tolist()): int(label) for image, label in zip(digits.images, digits.labels, strict=True)}
+    batch = ranks[0][0]
+    assert [index[bytes(image.flatten().tolist())] for image in batch.images] == batch.labels.tolist()

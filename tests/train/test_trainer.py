@@ -37,8 +37,9 @@ def test_training_lowers_the_loss_and_logs_collapse_metrics_and_online_knn(tiny_
     assert len(online) == 2 and all(0.5 < r["knn_top1"] <= 1 for r in online)
 
 
-def test_resume_after_sigkill_gives_identical_weights(tmp_path, tiny_overrides):
-    overrides = tiny_overrides + ["train.epochs=4", "train.checkpoint_every=3", "eval.enabled=false"]
+def _killed_and_resumed(tmp_path, overrides, kill_after_step):
+    """Run ``overrides`` straight through, and again killed with SIGKILL once a checkpoint at
+    ``kill_after_step`` or later exists, then resumed; the two final weights must be equal."""
     reference = tmp_path / "reference"
     interrupted = tmp_path / "interrupted"
     command = [sys.executable, "-m", "selfsup.cli", "pretrain", *overrides]
@@ -50,15 +51,17 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path, tiny_overrides):
     # Kill once a few checkpoints exist, at whatever point the run is then (mid-step or mid-write).
     while time.time() < deadline and process.poll() is None:
         found = checkpoint.list_checkpoints(interrupted / "checkpoints")
-        if found and json.loads((found[-1] / "state.json").read_text())["step"] >= 9:
+        if found and json.loads((found[-1] / "state.json").read_text())["step"] >= kill_after_step:
             break
         time.sleep(0.02)
     assert process.poll() is None, "the run ended before it could be killed; lengthen it"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = checkpoint.latest_checkpoint(interrupted / "checkpoints")
-    final_step = json.loads((checkpoint.latest_checkpoint(reference / "checkpoints") / "state.json").read_text())["step"]
-    assert json.loads((killed_at / "state.json").read_text())["step"] < final_step
+    final_state = json.loads((checkpoint.latest_checkpoint(reference / "checkpoints") / "state.json").read_text())
+    killed_state = json.loads((killed_at / "state.json").read_text())
+    assert killed_state["step"] < final_state["step"]
+    assert killed_state["step"] % final_state["steps_per_epoch"] != 0  # in the middle of an epoch
 
     subprocess.run([sys.executable, "-m", "selfsup.cli", "pretrain", "--resume", str(interrupted)], check=True, capture_output=True)
 
@@ -70,6 +73,17 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path, tiny_overrides):
     # The metrics of the resumed run read as one run: every logged step exactly once.
     steps = [r["step"] for r in read_metrics(interrupted / "metrics.jsonl") if r["kind"] == "train"]
     assert steps == sorted(set(steps))
+
+
+def test_resume_after_sigkill_gives_identical_weights(tmp_path, tiny_overrides):
+    _killed_and_resumed(tmp_path, tiny_overrides + ["train.epochs=4", "train.checkpoint_every=3", "eval.enabled=false"], 9)
+
+
+def test_a_streamed_folder_resumed_mid_epoch_after_sigkill_gives_identical_weights(tmp_path, tiny_overrides, digits_folder):
+    # 600 files in batches of 64: 9 steps per epoch; checkpoints every 4 steps fall mid-epoch.
+    overrides = [o for o in tiny_overrides if not o.startswith("data.source")]
+    _killed_and_resumed(tmp_path, overrides + [f"data.source={digits_folder}", "data.stream=always", "data.channels=1",
+                                               "train.epochs=3", "train.checkpoint_every=4", "eval.enabled=false"], 12)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config):

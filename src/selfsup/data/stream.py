@@ -108,6 +108,7 @@ class ShardParts:
 
     def __init__(self, index: ShardIndex, pretrain_only: bool = True):
         self.urls = [index.url(entry) for entry in index.shards]
+        self.packed = [entry.count for entry in index.shards]  # samples in each tar
         self.selected, labels = [], []
         for entry in index.shards:
             keep = np.ones(entry.count, dtype=bool)
@@ -123,7 +124,7 @@ class ShardParts:
             return
         wanted = self.selected[part][positions]  # tar positions, ascending
         url, found = self.urls[part], 0
-        for sample in iter_shard(url):
+        for sample in iter_shard(url, count=self.packed[part]):
             if found < len(wanted) and sample.position == wanted[found]:
                 yield RawItem(int(positions[found]), f"{url}#{sample.key}", sample.data)
                 found += 1
