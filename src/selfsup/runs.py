@@ -325,7 +325,7 @@ def show(config: Config, out: Path, count: int = 64, views: bool = False) -> dic
     modality = modality_of(config)
     if config.data.source == "auto":
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=modality.default_source()))
-    pretrain_set, _, _ = modality.load_data(config, out.parent)
+    pretrain_set, _, _ = modality.load_data(config, out.parent, evaluation=False)
     count = min(count, len(pretrain_set))
     indices = torch.linspace(0, len(pretrain_set) - 1, count).round().long()
     images = pretrain_set.gather(indices, torch.device("cpu"))

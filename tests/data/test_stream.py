@@ -118,3 +118,23 @@ def test_shards_stream_every_training_image_once_and_resume_mid_epoch(tmp_path):
     index = {bytes(image.flatten().tolist()): int(label) for image, label in zip(digits.images, digits.labels, strict=True)}
     batch = ranks[0][0]
     assert [index[bytes(image.flatten().tolist())] for image in batch.images] == batch.labels.tolist()
+
+
+def test_an_index_can_point_at_shards_behind_a_url(tmp_path):
+    """`shards_at` in index.json: the shards are opened by webdataset's gopen (here its pipe: scheme)."""
+    import json
+
+    from selfsup.data.packing import pack_shards
+
+    pack_shards("digits", tmp_path / "shards", max_count=600, workers=0, progress=False)
+    remote = tmp_path / "elsewhere"
+    remote.mkdir()
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    index["shards_at"] = f"pipe:cat {tmp_path / 'shards'}/{{name}}"
+    (remote / "index.json").write_text(json.dumps(index))
+    local = open_stream(inspect_source(str(tmp_path / "shards")), channels=1, size=8, workers=0)
+    piped = open_stream(inspect_source(str(remote)), channels=1, size=8, workers=0)
+    assert piped.describe_rows() == local.describe_rows()
+    first, again = next(local.epoch(0, 0, batch=64, world=1, rank=0)), next(piped.epoch(0, 0, batch=64, world=1, rank=0))
+    assert first.ids.tolist() == again.ids.tolist() and torch.equal(first.images, again.images)
+    assert again.names[0].startswith("pipe:cat ")

@@ -265,8 +265,11 @@ def _parse_index(data: Any, root: str, where: str) -> ShardIndex:
     skipped = get("skipped", list)
     if not all(isinstance(item, list) and len(item) == 2 and all(isinstance(part, str) for part in item) for item in skipped):
         raise fail("key 'skipped' should be a list of [path, reason] string pairs")
+    # A directory that holds only index.json can point at shards elsewhere: an object store
+    # through a URL webdataset's gopen opens ("https://...", "pipe:aws s3 cp s3://b/d/{name} -").
+    shards_at = get("shards_at", str, optional=True) if "shards_at" in data else None
     index = ShardIndex(
-        root=root,
+        root=shards_at or root,
         source=get("source", str),
         size=size,
         class_names=list(class_names),

@@ -30,6 +30,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from selfsup.data.base import DataError, ImageSet
 from selfsup.data.folder import ImageDecodeError, decode_image_with_warnings
@@ -273,6 +274,7 @@ class StreamBatch(NamedTuple):
     ids: torch.Tensor  # int64 [b], sample ids in index order
     labels: torch.Tensor  # int64 [b], -1 unknown
     readable: torch.Tensor  # bool [b]; an unreadable sample's image is a stand-in
+    names: list[str]  # each sample's file, or shard#key
     skipped: list[tuple[str, str]]  # (name, reason) of samples that could not be decoded
     warned: list[tuple[str, str]]  # (name, warning) of samples decoded with warnings
 
@@ -300,9 +302,16 @@ def _assemble(step: int, decoded: list[Decoded], ids: np.ndarray, labels: torch.
     ids_tensor = torch.from_numpy(ids.copy())
     return StreamBatch(
         step, images, ids_tensor, labels[ids_tensor], torch.tensor([item.image is not None for item in decoded]),
-        [(item.name, item.reason) for item in decoded if item.image is None],
+        [item.name for item in decoded], [(item.name, item.reason) for item in decoded if item.image is None],
         [(item.name, message) for item in decoded for message in item.warnings],
     )
+
+
+def _counted(batches: Iterator[StreamBatch], total: int, description: str) -> Iterator[StreamBatch]:
+    with tqdm(total=total, unit="img", desc=description, dynamic_ncols=True, disable=None) as progress:
+        for found in batches:
+            progress.update(len(found.ids))
+            yield found
 
 
 class _EpochStream(torch.utils.data.IterableDataset):
@@ -430,10 +439,15 @@ class StreamingImageSet:
         """Rank ``rank``'s batches ``first, first + 1, ...`` of epoch ``epoch`` (see the module docstring)."""
         return self._loader(_EpochStream(self, seed, epoch, self.layout(batch, world), rank, first), pin_memory)
 
-    def batches(self, ids: torch.Tensor | np.ndarray | None = None, batch: int = 256) -> Iterator[StreamBatch]:
-        """The samples at ``ids`` (all, by default) sorted in index order, in batches, decoded by the workers."""
+    def batches(self, ids: torch.Tensor | np.ndarray | None = None, batch: int = 256,
+                description: str | None = None) -> Iterator[StreamBatch]:
+        """The samples at ``ids`` (all, by default) sorted in index order, in batches, decoded
+        by the workers; with ``description``, a progress bar (count and rate) on a terminal."""
         ids = np.arange(len(self)) if ids is None else np.sort(np.asarray(ids, dtype=np.int64))
-        return self._loader(_Pass(self, ids, batch))
+        loader = self._loader(_Pass(self, ids, batch))
+        if description is None:
+            return loader
+        return _counted(loader, len(ids), description)
 
     def subset(self, indices: torch.Tensor | Sequence[int], name: str) -> ImageSet:
         """The samples at ``indices`` (in that order), decoded into memory."""
@@ -441,7 +455,7 @@ class StreamingImageSet:
         images = torch.empty((len(indices), self.channels, self.height, self.width), dtype=torch.uint8)
         rows = {int(i): r for r, i in enumerate(indices.tolist())}
         keep = np.ones(len(indices), dtype=bool)
-        for found in self.batches(indices):
+        for found in self.batches(indices, description=f"decoding {name}"):
             at = [rows[i] for i in found.ids.tolist()]
             images[at] = found.images
             keep[at] = found.readable.numpy()

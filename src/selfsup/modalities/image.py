@@ -27,6 +27,7 @@ from selfsup.data import (
 )
 from selfsup.data.folder import describe_warnings, scan_folder
 from selfsup.data.images import SourceInfo, evaluation_splits, inspect_source, open_stream
+from selfsup.data.shards import is_shard_dir
 from selfsup.data.stream import StreamingImageSet
 from selfsup.evaluate.pipeline import encode, evaluate_method
 from selfsup.files import write_atomic
@@ -73,9 +74,11 @@ class ImageModality(Modality):
             say("Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist); using the bundled 8x8 digits")
         return source
 
-    def load_data(self, config: Config, run_dir: Path) -> tuple[ImageSet | StreamingImageSet, ImageSet, ImageSet]:
+    def load_data(self, config: Config, run_dir: Path, evaluation: bool = True
+                  ) -> tuple[ImageSet | StreamingImageSet, ImageSet | None, ImageSet | None]:
         """A built-in set, or a folder or shard directory at its stated size, in memory or
-        streamed by the stated rule (data.stream, data.cache_mb), said in the log."""
+        streamed by the stated rule (data.stream, data.cache_mb), said in the log. Without
+        ``evaluation`` a streamed source's evaluation splits are not decoded (None)."""
         data = config.data
         if data.stream not in STREAM_CHOICES:
             raise ConfigError(f"data.stream: {data.stream!r} is not one of {', '.join(STREAM_CHOICES)}")
@@ -97,6 +100,8 @@ class ImageModality(Modality):
             + (f", more than data.cache_mb={data.cache_mb:,}" if data.stream == "auto" else "")
             + f": streaming, decoded by {data.workers} worker process(es)")
         pretrain = open_stream(info, channels, size, data.workers, buffer=data.shuffle_buffer, **decoding(config))
+        if not evaluation:
+            return pretrain, None, None
         every = pretrain if info.kind == "folder" else open_stream(info, channels, size, data.workers, pretrain_only=False,
                                                                      **decoding(config))
         say(f"evaluation: up to {config.eval.streamed_train:,} labelled train and {config.eval.streamed_test:,} held-out images "
@@ -186,7 +191,8 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
     Built-in sets are embedded train split then test split. A folder is decoded in batches
     by worker processes and written row by row into a memory-mapped file, so memory does
     not grow with the number of images; unreadable files are skipped, and ``<out>.files.txt``
-    names the file of each row.
+    names the file of each row. A shard directory is streamed the same way, in index order
+    (both splits), each row named ``SHARD#KEY``.
     """
     config, method, device = run.config, run.method, run.device
     view_maker = ImageModality().build_view_maker(config)
@@ -205,6 +211,8 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
 
     if not Path(source).is_dir():
         raise DataError(f"data source {source!r} is neither {', '.join(BUILTIN_SOURCES)} nor a folder")
+    if is_shard_dir(source):
+        return _embed_shards(method, view_maker, channels_last, inspect_source(source), config, device, out, dim, batch_size)
     paths, _ = scan_folder(source)
     rows = np.lib.format.open_memmap(out.with_suffix(".partial.npy"), mode="w+", dtype=np.float32, shape=(len(paths), dim))
     written, skipped, warned, names = 0, [], [], []
@@ -225,6 +233,29 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
         write_atomic(out.with_name(out.name + ".skipped.txt"), describe_skipped(skipped))
     if warned:
         say(describe_warnings(warned))
+    return {"rows": written, "dim": dim, "skipped": len(skipped), "out": str(out)}
+
+
+def _embed_shards(method: Method, view_maker: ViewMaker, channels_last: bool, info: SourceInfo, config: Config,
+                  device: torch.device, out: Path, dim: int, batch_size: int) -> dict[str, Any]:
+    """Every image of a shard directory (both splits), streamed in index order."""
+    stream = open_stream(info, config.data.channels, config.data.size, config.data.workers, pretrain_only=False, **decoding(config))
+    rows = np.lib.format.open_memmap(out.with_suffix(".partial.npy"), mode="w+", dtype=np.float32, shape=(len(stream), dim))
+    written, skipped, names = 0, [], []
+    for found in stream.batches(batch=batch_size, description="embedding"):
+        keep = found.readable
+        skipped += found.skipped
+        if keep.any():
+            features = encode(method.embed, found.images[keep], view_maker, device, channels_last, batch_size)
+            rows[written : written + len(features)] = features.numpy()
+            names += [name for name, good in zip(found.names, keep.tolist(), strict=True) if good]
+            written += len(features)
+    rows.flush()
+    del rows
+    _finish_memmap(out.with_suffix(".partial.npy"), out, written, dim)
+    write_atomic(out.with_name(out.name + ".files.txt"), "".join(name + "\n" for name in names))
+    if skipped:
+        write_atomic(out.with_name(out.name + ".skipped.txt"), describe_skipped(skipped))
     return {"rows": written, "dim": dim, "skipped": len(skipped), "out": str(out)}
 
 
