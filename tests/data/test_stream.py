@@ -138,3 +138,17 @@ def test_an_index_can_point_at_shards_behind_a_url(tmp_path):
     first, again = next(local.epoch(0, 0, batch=64, world=1, rank=0)), next(piped.epoch(0, 0, batch=64, world=1, rank=0))
     assert first.ids.tolist() == again.ids.tolist() and torch.equal(first.images, again.images)
     assert again.names[0].startswith("pipe:cat ")
+
+
+@pytest.mark.e2e
+def test_deepclusters_pass_over_the_data_reads_a_streamed_folder(tmp_path, tiny_overrides, digits_folder):
+    from selfsup import config as config_module
+    from selfsup import runs
+    from selfsup.config import Config
+
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.source", "method."))]
+    config = config_module.apply_overrides(Config(), overrides + [
+        "method.name=deepcluster-v2", f"data.source={digits_folder}", "data.stream=always", "data.channels=1", "train.epochs=2",
+        "eval.enabled=false", f"out={tmp_path / 'run'}"])
+    summary = runs.pretrain(config)
+    assert summary["steps"] == 2 * (600 // 64) and summary["stopped_by"] == "schedule"

@@ -70,14 +70,28 @@ class VisionTransformer(nn.Module):
         patches = F.interpolate(patches, size=(grid_height, grid_width), mode="bicubic", align_corners=False)
         return torch.cat([cls, patches.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def embed_patches(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The patch tokens of ``images`` with their position embeddings, [B, h*w, width] in
+        row-major order, and the grid (h, w): what masked-image methods select from."""
         patches = self.patch_embedding(images)  # [B, W, h, w]
         grid_height, grid_width = patches.shape[-2:]
-        tokens = torch.cat([self.cls_token.expand(images.shape[0], -1, -1), patches.flatten(2).transpose(1, 2)], dim=1)
-        tokens = tokens + self._positions(grid_height, grid_width)
+        positions = self._positions(grid_height, grid_width)[:, 1:]
+        return patches.flatten(2).transpose(1, 2) + positions, (grid_height, grid_width)
+
+    def encode(self, patch_tokens: torch.Tensor, cls: bool = True) -> torch.Tensor:
+        """Blocks and final norm over ``patch_tokens`` [B, n, width] (any subset of the grid,
+        position embeddings added), with the [CLS] token first when ``cls``: [B, (1 +) n, width]."""
+        tokens = patch_tokens
+        if cls:
+            first = (self.cls_token + self.position_embedding[:, :1]).expand(patch_tokens.shape[0], -1, -1)
+            tokens = torch.cat([first, patch_tokens], dim=1)
         for block in self.blocks:
             tokens = block(tokens, None, False)
-        tokens = self.norm(tokens)
+        return self.norm(tokens)
+
+    def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The features of :meth:`encode`'s output (with [CLS]): the [CLS] output or the patches' mean."""
         return tokens[:, 0] if self.pool == "cls" else tokens[:, 1:].mean(dim=1)
 
-
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool_tokens(self.encode(self.embed_patches(images)[0]))

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import ExifTags, Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from selfsup.config import ConfigError
 from selfsup.data.base import DataError, ImageSet
@@ -622,11 +623,13 @@ def load_folder(
     readable = torch.zeros(len(dataset), dtype=torch.bool)
     skipped: list[tuple[str, str]] = []
     warned: list[tuple[str, str]] = []
-    for batch in _iter_batches(dataset, _LOAD_BATCH_SIZE, workers):
-        images[batch.indices] = batch.images
-        readable[batch.indices] = True
-        skipped.extend(batch.skipped)
-        warned.extend(batch.warned)
+    with tqdm(total=len(dataset), unit="img", desc=f"decoding {root.name}", dynamic_ncols=True, disable=None) as progress:
+        for batch in _iter_batches(dataset, _LOAD_BATCH_SIZE, workers):
+            images[batch.indices] = batch.images
+            readable[batch.indices] = True
+            skipped.extend(batch.skipped)
+            warned.extend(batch.warned)
+            progress.update(len(batch.images) + len(batch.skipped))
     if not readable.any():
         reasons = "; ".join(f"{path}: {reason}" for path, reason in skipped[:_REASONS_QUOTED])
         more = len(skipped) - _REASONS_QUOTED

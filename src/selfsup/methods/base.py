@@ -98,6 +98,9 @@ class Method(nn.Module):
     # The backbone the method is built on when backbone.name is null; None = the modality's
     # default (convnet-small for images). Text methods name their encoder, video methods "frames".
     default_backbone: ClassVar[str | None] = None
+    # The backbones it can use: names starting with this (masked-image methods: "vit-", whose
+    # patch tokens they select); None = only default_backbone when that is set, else any.
+    backbone_family: ClassVar[str | None] = None
     # The optimisation recipe used when the configuration leaves it open (train.* = null);
     # lr is per 256 samples and scaled linearly with the global batch; an optional "clip_grad"
     # is the gradient-norm clipping the method needs, an optional "batch_size" the samples
