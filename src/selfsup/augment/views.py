@@ -163,6 +163,13 @@ RECIPES: dict[str, ViewRecipe] = {
         solarize_p=(0.0, 0.2),
         local_blur_p=0.5,
     ),
+    # MAE (He et al. 2022, main_pretrain.py): one view, crop 0.2-1 and flip, nothing else: the
+    # masking is the task, and colour augmentation did not help (section 4, Table 1f).
+    "mae": ViewRecipe(global_crops=1, global_scale=(0.2, 1.0), jitter_p=0.0, grayscale_p=0.0),
+    # I-JEPA (Assran et al. 2023, configs/in1k_vith14_ep300.yaml: crop_scale [0.3, 1.0],
+    # use_horizontal_flip false, no colour jitter, blur or solarisation): one view, the
+    # context and target blocks are both cut from it.
+    "ijepa": ViewRecipe(global_crops=1, global_scale=(0.3, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0),
 }
 
 

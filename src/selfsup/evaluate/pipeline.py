@@ -67,7 +67,10 @@ def energy_and_collapse(
         batch = images[start : start + chunk + 1].to(device)  # one extra row: image i+1 of the last
         if start + chunk >= len(images):
             batch = torch.cat([batch, images[:1].to(device)])  # wrap around
-        view_a, view_b = view_maker(batch, generator)[:2]
+        views = view_maker(batch, generator)
+        if len(views) < 2:  # a one-view recipe (MAE, I-JEPA): a second, independent draw
+            views = views + view_maker(batch, generator)
+        view_a, view_b = views[:2]
         if channels_last:
             view_a, view_b = (v.contiguous(memory_format=torch.channels_last) for v in (view_a, view_b))
         n = len(batch) - 1
