@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a run's newest checkpoint and update summary.json")
     evaluate.add_argument("run_dir", type=Path)
 
+    finetune = commands.add_parser("finetune", help="fine-tune an image run's encoder end to end on a few labels per class")
+    finetune.add_argument("run_dir", type=Path)
+    finetune.add_argument("--labels-per-class", type=int, default=10, help="labelled images per class (default 10)")
+    finetune.add_argument("--epochs", type=int, default=100, help="passes over those images (default 100)")
+    finetune.add_argument("--seeds", type=int, default=1, help="draws of the labelled images, averaged (default 1)")
+
     embed = commands.add_parser("embed", help="write features of a data source or of texts to a .npy file")
     embed.add_argument("run_dir", type=Path)
     source = embed.add_mutually_exclusive_group(required=True)
@@ -330,6 +336,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "evaluate":
         print(format_summary(runs.evaluate_run(args.run_dir)))
+        return 0
+    if args.command == "finetune":
+        result = runs.finetune(args.run_dir, args.labels_per_class, args.epochs, args.seeds)
+        frozen = result["frozen"]
+        percent = [f"{value:.1%}" if value is not None else "-" for value in frozen.values()]
+        print(format_table(["labels/class", "epochs", "fine-tuned", *[f"frozen {name}" for name in frozen]],
+                           [[result["labels_per_class"], result["epochs"],
+                             f"{result['top1']:.1%}" + (f" ± {result['std']:.1%}" if result["seeds"] > 1 else ""), *percent]]))
         return 0
     if args.command == "embed":
         if args.text:

@@ -30,6 +30,7 @@ from selfsup.augment.views import seeded_generator
 from selfsup.config import Config, ConfigError, TrainConfig, parse_budget
 from selfsup.data import BUILTIN_SOURCES, DataError, SampleSet, describe_skipped, labelled_subset
 from selfsup.data.folder import describe_warnings
+from selfsup.evaluate.finetune import finetune_accuracy
 from selfsup.evaluate.pipeline import encode
 from selfsup.evaluate.report_data import image_report_data
 from selfsup.files import write_atomic
@@ -454,3 +455,37 @@ def _evaluate_run(run_dir: Path) -> dict[str, Any]:
     if config.eval.report:
         write_report(run_dir, report_data(run.method, view_maker, config, eval_train, eval_test, run.device), fill_mask_examples(run))
     return summary
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+def finetune(run_dir: Path, labels_per_class: int, epochs: int, seeds: int = 1) -> dict[str, Any]:
+    """Fine-tune a finished image run's encoder end to end on ``labels_per_class`` labels per
+    class (:func:`selfsup.evaluate.finetune.finetune_accuracy`, ``seeds`` draws averaged) and
+    record the accuracy in ``summary.json`` under ``finetune`` beside the frozen-feature figures."""
+    if labels_per_class < 1 or epochs < 1 or seeds < 1:
+        raise ConfigError(f"labels per class, epochs and seeds must be at least 1, got {labels_per_class}, {epochs}, {seeds}")
+    with RunLock(run_dir):
+        run = load_run(run_dir)
+        if run.method.modality != "image":
+            raise ConfigError(f"{run_dir} is a {run.method.modality} run; fine-tuning takes image runs")
+        config, modality = run.config, modality_of(run.config)
+        _, eval_train, eval_test = modality.load_data(config, run_dir)
+        train_l, test_l = labelled_subset(eval_train), labelled_subset(eval_test)
+        if not len(train_l) or not len(test_l):
+            raise DataError(f"{config.data.source} has no labelled train and test images to fine-tune and evaluate on")
+        view_maker = modality.build_view_maker(config)
+        dim = run.method.embed(view_maker.eval_view(train_l.images[:2].to(run.device))).shape[1]
+        say(f"fine-tuning {config.backbone.name} end to end on {labels_per_class} labels per class, {epochs} epochs, "
+            f"{seeds} draw(s); testing on {len(test_l):,} images")
+        started = time.perf_counter()
+        accuracies = [finetune_accuracy(run.method.backbone, dim, train_l, test_l, view_maker, labels_per_class, epochs, seed,
+                                        run.device) for seed in range(seeds)]
+        result = {"top1": sum(accuracies) / len(accuracies), "std": float(torch.tensor(accuracies).std()) if seeds > 1 else 0.0,
+                  "epochs": epochs, "seeds": seeds, "seconds": round(time.perf_counter() - started, 1)}
+        summary_path = run_dir / SUMMARY_FILE
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        summary.setdefault("finetune", {})[str(labels_per_class)] = result
+        write_atomic(summary_path, json.dumps(summary, indent=2))
+    return {"labels_per_class": labels_per_class, **result, "frozen": {
+        "kNN": summary.get("knn_top1"), "linear": summary.get("linear_top1"),
+        f"{labels_per_class}-shot": summary.get("fewshot", {}).get(str(labels_per_class))}}
