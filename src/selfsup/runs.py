@@ -238,7 +238,11 @@ def train(config: Config, run_dir: Path, resume: bool = False, replan: bool = Fa
     knn_train, knn_test = labelled_subset(eval_train), labelled_subset(eval_test)
     held_out = (knn_train, knn_test) if len(knn_train) and len(knn_test) else None
     trainer = Trainer(method, view_maker, pretrain_set, config, run_dir, held_out=held_out)
+    skipped_before = len(pretrain_set.skipped)
     result = trainer.fit(resume=resume, replan=replan)
+    if len(pretrain_set.skipped) > skipped_before and main:  # a streamed folder meets its unreadable files as it goes
+        write_atomic(run_dir / SKIPPED_FILE, describe_skipped(pretrain_set.skipped))
+        say(f"skipped {len(pretrain_set.skipped) - skipped_before} more unreadable file(s) while streaming, listed in {run_dir / SKIPPED_FILE}")
     summary = {
         "method": config.method["name"],
         "modality": modality.name,

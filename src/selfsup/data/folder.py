@@ -123,7 +123,9 @@ def scan_folder(root: str | Path) -> tuple[list[Path], list[str | None]]:
         raise DataError(f"image folder {root} {problem}")
     relative_paths = []
     visited = set()
+    progress = tqdm(unit="file", desc=f"scanning {root.name or root}", dynamic_ncols=True, disable=None, leave=False)
     for folder, subfolders, files in os.walk(root, followlinks=True):
+        progress.update(len(files))
         real = os.path.realpath(folder)
         if real in visited:  # a symbolic link back up the tree
             subfolders.clear()
@@ -137,6 +139,7 @@ def scan_folder(root: str | Path) -> tuple[list[Path], list[str | None]]:
             for name in files
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
         )
+    progress.close()
     if not relative_paths:
         raise DataError(
             f"no image files found under {root}; recognised extensions are "
