@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a run's newest checkpoint and update summary.json")
     evaluate.add_argument("run_dir", type=Path)
 
+    reconstruct = commands.add_parser("reconstruct", help="draw a masked autoencoder's reconstructions of held-out images")
+    reconstruct.add_argument("run_dir", type=Path)
+    reconstruct.add_argument("--out", type=Path, help="PNG file (default RUN_DIR/reconstructions.png)")
+    reconstruct.add_argument("--count", type=int, default=12, help="images drawn (default 12)")
+
     finetune = commands.add_parser("finetune", help="fine-tune an image run's encoder end to end on a few labels per class")
     finetune.add_argument("run_dir", type=Path)
     finetune.add_argument("--labels-per-class", type=int, default=10, help="labelled images per class (default 10)")
@@ -336,6 +341,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "evaluate":
         print(format_summary(runs.evaluate_run(args.run_dir)))
+        return 0
+    if args.command == "reconstruct":
+        from selfsup.modalities import image
+
+        run = _load_run(args.run_dir, "image", "selfsup reconstruct takes masked-autoencoder image runs (method.name=mae)")
+        result = image.reconstruct_to_file(run, args.out or args.run_dir / "reconstructions.png", args.count)
+        print(format_table(["images", "source", "file"], [[result["images"], result["source"], result["out"]]]))
         return 0
     if args.command == "finetune":
         result = runs.finetune(args.run_dir, args.labels_per_class, args.epochs, args.seeds)

@@ -40,7 +40,8 @@ class DataConfig:
     """Folders and shard directories: 'auto' streams them when decoded at data.size they would
     take more than data.cache_mb, else decodes them once into memory; 'always'; 'never'."""
     cache_mb: int = 2048
-    """Decoded size (MiB) up to which data.stream=auto keeps a folder or shard directory in memory."""
+    """Memory (MiB) up to which data.stream=auto keeps a folder or shard directory in memory:
+    about twice its decoded size (the evaluation splits are copies beside the whole set)."""
     shuffle_buffer: int = 1000
     """Samples in each streaming worker's shuffle buffer (shards are read front to back)."""
     background: str = "white"

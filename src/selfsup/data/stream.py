@@ -14,7 +14,12 @@ a function of ``(seed, e)`` alone:
    is read by one worker of one rank, once per epoch (the remainder, fewer than one global
    batch, waits for the next epoch, whose order differs);
 3. each worker emits its range through a shuffle buffer of ``buffer`` samples (shards;
-   a folder's files are already in random order), simulated from counts alone.
+   a folder's files are already in random order), simulated from counts alone; samples
+   read ahead of their turn are held as their bytes, decoded when their batch is made.
+
+A tar shard is read from its first member: a worker whose range starts inside a shard
+reads (without decoding) the samples before its start, at most one shard per worker and
+epoch; smaller shards (``selfsup shards --max-count``) make that cheaper on slow storage.
 
 Because step ``t``'s samples are computable without reading anything, a run resumed in the
 middle of an epoch starts each worker at the batch it reached, reading only from the
@@ -279,8 +284,8 @@ class StreamBatch(NamedTuple):
     warned: list[tuple[str, str]]  # (name, warning) of samples decoded with warnings
 
 
-def _read_positions(parts: Parts, order: EpochOrder, positions: np.ndarray, decode: Decoding) -> Iterator[tuple[int, Decoded]]:
-    """Decode the samples at sequence ``positions`` (ascending), yielding (position, decoded)."""
+def _read_positions(parts: Parts, order: EpochOrder, positions: np.ndarray) -> Iterator[tuple[int, RawItem]]:
+    """The undecoded samples at sequence ``positions`` (ascending), as (position, item)."""
     if not len(positions):
         return
     slots, within = order.locate(positions)
@@ -290,7 +295,7 @@ def _read_positions(parts: Parts, order: EpochOrder, positions: np.ndarray, deco
         part = int(order.order[slot])
         by_position = dict(zip(within[group].tolist(), positions[group].tolist(), strict=True))
         for item in parts.read(part, within[group]):
-            yield by_position[item.position], decode(item)
+            yield by_position[item.position], item
 
 
 def _assemble(step: int, decoded: list[Decoded], ids: np.ndarray, labels: torch.Tensor, decode: Decoding) -> StreamBatch:
@@ -334,15 +339,17 @@ class _EpochStream(torch.utils.data.IterableDataset):
         first_batch = step // layout.workers
         needed = emission[first_batch * layout.batch :]
         wanted = np.sort(needed)
-        held: dict[int, Decoded] = {}  # read ahead of their turn: at most about one buffer
+        # Read ahead of their turn, at most about one buffer: kept as the bytes read (a file's
+        # compressed size), decoded when their batch is made.
+        held: dict[int, RawItem] = {}
         batches = needed.reshape(-1, layout.batch)
-        reader = _read_positions(self.source.parts, self.order, wanted, self.source.decoding)
+        reader = _read_positions(self.source.parts, self.order, wanted)
         for number, positions in enumerate(batches):
             for position in positions.tolist():
                 while position not in held:
-                    got, decoded = next(reader)
-                    held[got] = decoded
-            decoded = [held.pop(position) for position in positions.tolist()]
+                    got, item = next(reader)
+                    held[got] = item
+            decoded = [self.source.decoding(held.pop(position)) for position in positions.tolist()]
             ids = self.order.sample_ids(positions)
             yield _assemble(step + number * layout.workers, decoded, ids, self.source.labels, self.source.decoding)
 
@@ -374,7 +381,7 @@ class _Pass(torch.utils.data.IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         for number in range(worker, -(-len(self.ids) // self.batch), workers):
             ids = self.ids[number * self.batch : (number + 1) * self.batch]
-            decoded = [decoded for _, decoded in _read_positions(self.source.parts, self.order, ids, self.source.decoding)]
+            decoded = [self.source.decoding(item) for _, item in _read_positions(self.source.parts, self.order, ids)]
             yield _assemble(number, decoded, ids, self.source.labels, self.source.decoding)
 
 

@@ -112,6 +112,7 @@ class Method(nn.Module):
 
     # Capabilities beyond embed and energy, read by evaluation and the commands.
     has_prototypes: ClassVar[bool] = False  # prototype_probabilities (clustering methods)
+    reconstructs_pixels: ClassVar[bool] = False  # reconstruct(images, generator) (masked autoencoders)
     predicts_tokens: ClassVar[bool] = False  # token_log_probabilities (language models)
     has_word_vectors: ClassVar[bool] = False  # word_vectors (static word models)
     samples_futures: ClassVar[bool] = False  # sample_futures (models with a frame decoder)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from selfsup.augment.views import RECIPES, ViewMaker
+from selfsup.augment.views import RECIPES, ViewMaker, seeded_generator
 from selfsup.backbones import BACKBONES, build_backbone, design_size, uses_convolutions
 from selfsup.config import Config, ConfigError
 from selfsup.data import (
@@ -33,6 +33,8 @@ from selfsup.evaluate.pipeline import encode, evaluate_method
 from selfsup.files import write_atomic
 from selfsup.methods import Method, method_class
 from selfsup.modalities.base import LoadedRun, Modality, say
+from selfsup.report.frames import save_png
+from selfsup.report.reconstructions import reconstruction_grid
 
 STREAM_CHOICES = ("auto", "always", "never")
 
@@ -90,13 +92,14 @@ class ImageModality(Modality):
             return load_splits(data.source, data.channels, data.size, data.workers, **decoding(config))
         channels, size = data.channels or 3, data.size or self._default_size(config, info)
         decoded = info.decoded_bytes(channels, size)
-        stream = data.stream == "always" or (data.stream == "auto" and decoded > data.cache_mb * 2**20)
+        # In memory, the evaluation splits are copies beside the whole set: about twice the decoded size.
+        stream = data.stream == "always" or (data.stream == "auto" and 2 * decoded > data.cache_mb * 2**20)
         what = f"{info.count:,} {'files' if info.kind == 'folder' else 'packed images'} at {size} px x {channels} channel(s)"
         if not stream:
-            say(f"data: {what} take {_amount(decoded)} decoded"
+            say(f"data: {what} take {_amount(decoded)} decoded, {_amount(2 * decoded)} with the evaluation splits"
                 + (f", within data.cache_mb={data.cache_mb:,}: decoding once into memory" if data.stream == "auto" else ""))
             return load_splits(data.source, channels, size, data.workers, **decoding(config))
-        say(f"data: {what} would take {_amount(decoded)} decoded"
+        say(f"data: {what} would take {_amount(decoded)} decoded, {_amount(2 * decoded)} with the evaluation splits"
             + (f", more than data.cache_mb={data.cache_mb:,}" if data.stream == "auto" else "")
             + f": streaming, decoded by {data.workers} worker process(es)")
         pretrain = open_stream(info, channels, size, data.workers, buffer=data.shuffle_buffer, **decoding(config))
@@ -234,6 +237,27 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
     if warned:
         say(describe_warnings(warned))
     return {"rows": written, "dim": dim, "skipped": len(skipped), "out": str(out)}
+
+
+def reconstruct_to_file(run: LoadedRun, out: Path, count: int = 12, seed: int = 0) -> dict[str, Any]:
+    """Draw ``count`` held-out images, their masked inputs and a masked autoencoder's
+    reconstructions (masks drawn from ``seed``) into ``out`` (PNG)."""
+    method, config = run.method, run.config
+    if not method.reconstructs_pixels:
+        raise ConfigError(f"{run.run_dir}: method {config.method['name']} does not reconstruct pixels; selfsup reconstruct "
+                          "takes masked-autoencoder runs (method.name=mae)")
+    if count < 1:
+        raise ConfigError(f"count must be at least 1, got {count}")
+    _, _, test = ImageModality().load_data(config, run.run_dir)
+    if not len(test):
+        raise DataError(f"{config.data.source} has no held-out images to reconstruct")
+    rows = torch.linspace(0, len(test) - 1, min(count, len(test))).round().long()
+    view_maker = ImageModality().build_view_maker(config)
+    views = view_maker.eval_view(test.images[rows].to(run.device))
+    with torch.no_grad():
+        masked, reconstructed = method.reconstruct(views, seeded_generator(seed, 0, run.device))
+    save_png(reconstruction_grid(views, masked, reconstructed, config.augment.mean, config.augment.std), out)
+    return {"images": len(rows), "source": test.name, "out": str(out)}
 
 
 def _embed_shards(method: Method, view_maker: ViewMaker, channels_last: bool, info: SourceInfo, config: Config,
