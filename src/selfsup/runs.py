@@ -69,10 +69,10 @@ def resolve(config: Config, pretrain_set: SampleSet) -> Config:
     cls = method_class(config.method["name"])
     modality = modality_of(config)
     backbone_name = config.backbone.name or cls.default_backbone or modality.default_backbone
-    if cls.backbone_family and not backbone_name.startswith(cls.backbone_family):
+    if cls.backbone_family is not None and not backbone_name.startswith(cls.backbone_family):
         raise ConfigError(f"backbone.name: method {cls.name!r} needs a {cls.backbone_family}* backbone "
                           f"(default {cls.default_backbone}), got {backbone_name!r}")
-    if cls.default_backbone and not cls.backbone_family and backbone_name != cls.default_backbone:
+    if cls.default_backbone and cls.backbone_family is None and backbone_name != cls.default_backbone:
         raise ConfigError(f"backbone.name: method {cls.name!r} uses the {cls.default_backbone!r} encoder, got {backbone_name!r}")
     config = dataclasses.replace(
         config,

@@ -170,6 +170,19 @@ RECIPES: dict[str, ViewRecipe] = {
     # use_horizontal_flip false, no colour jitter, blur or solarisation): one view, the
     # context and target blocks are both cut from it.
     "ijepa": ViewRecipe(global_crops=1, global_scale=(0.3, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0),
+    # LeJEPA (Balestriero & LeCun 2025, "Experiment Details 1": V = 8 views, V_g = 2 global;
+    # reference README "GOTO hyperparameters"): 2 global crops (0.3-1, 224 px) + 6 local crops
+    # (0.05-0.3, 98 px), flip, jitter 0.4/0.4/0.2/0.1 with p 0.8, grayscale p 0.2, blur p 0.5
+    # and solarisation p 0.2 on every crop (local crops are never solarised here, as in DINO).
+    "lejepa": ViewRecipe(
+        global_scale=(0.3, 1.0),
+        local_crops=6,
+        local_scale=(0.05, 0.3),
+        saturation=0.2,
+        blur_p=(0.5,),
+        solarize_p=(0.2,),
+        local_blur_p=0.5,
+    ),
 }
 
 

@@ -66,7 +66,7 @@ class StepOutput:
     (detached) embeddings of one view, on which the trainer watches for collapse."""
 
     loss: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)  # tensors: read at log steps only
     embeddings: torch.Tensor | None = None
     # Clustering methods: each image's (soft) assignment to the prototypes [B, K], from
     # which the trainer logs prototype usage and flags collapse of the assignments.
@@ -99,7 +99,8 @@ class Method(nn.Module):
     # default (convnet-small for images). Text methods name their encoder, video methods "frames".
     default_backbone: ClassVar[str | None] = None
     # The backbones it can use: names starting with this (masked-image methods: "vit-", whose
-    # patch tokens they select); None = only default_backbone when that is set, else any.
+    # patch tokens they select; "" = any, with default_backbone as the default); None = only
+    # default_backbone when that is set, else any.
     backbone_family: ClassVar[str | None] = None
     # The optimisation recipe used when the configuration leaves it open (train.* = null);
     # lr is per 256 samples and scaled linearly with the global batch; an optional "clip_grad"

@@ -191,7 +191,10 @@ class Trainer:
                     if alarm:
                         logger.message(alarm)
                     samples_per_second = self.budget.samples_per_second(step, self.global_batch)
-                    logger.log(step, {"loss": loss_value, "lr": lr, "epoch": step / self.steps_per_epoch, **output.metrics,
+                    # A method's metrics may be device tensors: read here, at log steps only.
+                    method_metrics = {key: value.item() if isinstance(value, torch.Tensor) else value
+                                      for key, value in output.metrics.items()}
+                    logger.log(step, {"loss": loss_value, "lr": lr, "epoch": step / self.steps_per_epoch, **method_metrics,
                                       **metrics, "images_per_second": samples_per_second})
                     progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}")
                 epoch_end = step % self.steps_per_epoch == 0
