@@ -12,10 +12,10 @@ import torch
 from selfsup import config as config_module
 from selfsup import runs
 from selfsup.backbones import build_backbone
-from selfsup.backbones.vit import VisionTransformer, ViTSize
+from selfsup.backbones.vit import VisionTransformer, ViTSize, sincos_position_embedding
 from selfsup.config import Config, ConfigError
 from selfsup.methods import Batch, StepInfo, build_method, method_class
-from selfsup.methods.ijepa import ENERGY_MASK_SEED, IJEPA, sincos_positions
+from selfsup.methods.ijepa import ENERGY_MASK_SEED, IJEPA
 from selfsup.train.logging import read_metrics
 from selfsup.train.optim import build_optimizer
 
@@ -123,9 +123,9 @@ def naive_per_image_losses(model: IJEPA, x: torch.Tensor, y: torch.Tensor, conte
 def test_sincos_positions_match_the_reference_table():
     for width, grid in ((16, (4, 4)), (96, (7, 5))):
         expected = torch.tensor(naive_sincos(width, grid), dtype=torch.float32)
-        assert torch.allclose(sincos_positions(width, grid), expected, atol=1e-6)
+        assert torch.allclose(sincos_position_embedding(width, grid), expected, atol=1e-6)
     with pytest.raises(ValueError, match="divisible by 4"):
-        sincos_positions(18, (4, 4))
+        sincos_position_embedding(18, (4, 4))
 
 
 @pytest.mark.parametrize("loss", ["smooth_l1", "l2"])

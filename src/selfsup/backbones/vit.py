@@ -23,6 +23,26 @@ from selfsup.backbones.transformer import Block
 POOLS = ("cls", "mean")
 
 
+def sincos_position_embedding(width: int, grid: tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings [h*w, width] of an h x w grid in row-major
+    order (MAE's ``util/pos_embed.py`` ``get_2d_sincos_pos_embed``, which I-JEPA reuses):
+    the first half of the channels encodes the column, the second half the row, each as
+    [sin(pos * omega), cos(pos * omega)] with omega_i = 10000^(-i / (width / 4)),
+    i = 0 .. width/4 - 1. Computed for any grid, so no interpolation is needed."""
+    if width % 4:
+        raise ValueError(f"the 2-d sin-cos position embedding needs a width divisible by 4, got {width}")
+    height, grid_width = grid
+    omega = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64, device=device) / (width / 4))
+    rows, columns = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=device),
+                                   torch.arange(grid_width, dtype=torch.float64, device=device), indexing="ij")
+
+    def one_axis(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([one_axis(columns), one_axis(rows)], dim=1).float()
+
+
 @dataclass(frozen=True)
 class ViTSize:
     width: int

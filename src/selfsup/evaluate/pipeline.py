@@ -56,7 +56,10 @@ def energy_and_collapse(
 
     Two augmented views of every image are drawn from a fixed seed; compatible pairs are
     (view a of image i, view b of image i), incompatible pairs (view a of image i, view b of
-    image i+1, wrapping around), so every image appears once in each role. The energies are
+    image i+1, wrapping around), so every image appears once in each role. For a method whose
+    energy scores a hidden part (``energy_within_view``: MAE, I-JEPA) the pairs are (view a of
+    image i, view a of image i) against (view a of image i, view a of image i+1): the true
+    hidden part against one from another image. The energies are
     the method's own ``energy``, so methods that define F differently are measured by it.
     """
     channels_last = uses_convolutions(method)
@@ -74,8 +77,9 @@ def energy_and_collapse(
         if channels_last:
             view_a, view_b = (v.contiguous(memory_format=torch.channels_last) for v in (view_a, view_b))
         n = len(batch) - 1
-        compatible.append(method.energy(view_a[:n], view_b[:n]).float().cpu())
-        incompatible.append(method.energy(view_a[:n], view_b[1:]).float().cpu())
+        other = view_a if method.energy_within_view else view_b  # the hidden part of the same view
+        compatible.append(method.energy(view_a[:n], other[:n]).float().cpu())
+        incompatible.append(method.energy(view_a[:n], other[1:]).float().cpu())
         z_a.append(method.project(view_a[:n]).float().cpu())
         z_b.append(method.project(view_b[:n]).float().cpu())
     auc = energy_auc(torch.cat(compatible), torch.cat(incompatible))

@@ -20,9 +20,10 @@ for _module in pkgutil.iter_modules(__path__):
 
 # Listed by family (the start of each summary), image methods first, then text and video.
 FAMILIES = (
-    "contrastive", "asymmetric", "regularised", "clustering", "self-distillation", "semi-supervised", "naive",
+    "contrastive", "asymmetric", "regularised", "clustering", "self-distillation", "semi-supervised",
+    "joint-embedding predictive", "masked image modelling", "naive",
     "masked language model", "causal language model", "static word vectors",
-    "latent-variable predictor", "joint-embedding predictive",
+    "latent-variable predictor",
 )
 
 

@@ -114,6 +114,12 @@ class Method(nn.Module):
     # Capabilities beyond embed and energy, read by evaluation and the commands.
     has_prototypes: ClassVar[bool] = False  # prototype_probabilities (clustering methods)
     reconstructs_pixels: ClassVar[bool] = False  # reconstruct(images, generator) (masked autoencoders)
+    # energy(x, y) scores y's hidden part against what x's visible part predicts: the energy
+    # AUC's compatible pairs are then (a view, the same view), not two views of one image.
+    energy_within_view: ClassVar[bool] = False
+    # A vision transformer's pooling when backbone.pool is null: "mean" for methods that never
+    # train the [CLS] token (MAE, I-JEPA); None keeps the backbone's own ([CLS]).
+    default_pool: ClassVar[str | None] = None
     predicts_tokens: ClassVar[bool] = False  # token_log_probabilities (language models)
     has_word_vectors: ClassVar[bool] = False  # word_vectors (static word models)
     samples_futures: ClassVar[bool] = False  # sample_futures (models with a frame decoder)

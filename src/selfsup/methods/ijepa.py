@@ -10,7 +10,7 @@ from torch import nn
 
 from selfsup.augment.blocks import BlockMasks, sample_block_masks
 from selfsup.backbones.transformer import Block
-from selfsup.backbones.vit import VisionTransformer
+from selfsup.backbones.vit import VisionTransformer, sincos_position_embedding
 from selfsup.methods.base import Batch, Method, StepInfo, StepOutput
 from selfsup.methods.momentum import MomentumEncoder
 from selfsup.schedules import linear_increase
@@ -18,26 +18,6 @@ from selfsup.schedules import linear_increase
 LOSSES = ("smooth_l1", "l2")
 # The seed of the one mask every energy evaluation uses, so that F(x, y) is a fixed function.
 ENERGY_MASK_SEED = 0
-
-
-def sincos_positions(width: int, grid: tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:
-    """Fixed 2-d sine-cosine position embeddings [h*w, width] of a grid in raster order (the
-    reference's ``get_2d_sincos_pos_embed``, ``src/models/vision_transformer.py``, after MAE):
-    the first half of the channels encodes the column, the second half the row, each as
-    [sin(p omega_k), cos(p omega_k)] with omega_k = 1 / 10000^(k / (width / 4)),
-    k = 0 .. width/4 - 1."""
-    if width % 4:
-        raise ValueError(f"2-d sine-cosine embeddings need a width divisible by 4, got {width}")
-    height, grid_width = grid
-    omega = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64, device=device) / (width / 4))
-    rows = torch.arange(height, dtype=torch.float64, device=device).repeat_interleave(grid_width)
-    cols = torch.arange(grid_width, dtype=torch.float64, device=device).repeat(height)
-
-    def one_axis(position: torch.Tensor) -> torch.Tensor:
-        angles = position[:, None] * omega[None, :]
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    return torch.cat([one_axis(cols), one_axis(rows)], dim=1).float()
 
 
 def select_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -99,7 +79,7 @@ class BlockPredictor(nn.Module):
         """``context`` [B, Nc, D] at the patches ``context_index`` [B, Nc]; predictions
         [M, B, Nt, D] for the patches ``target_index`` [M, B, Nt]."""
         blocks, batch, target_patches = target_index.shape
-        positions = sincos_positions(self.width, grid, context.device).to(context.dtype)
+        positions = sincos_position_embedding(self.width, grid, context.device).to(context.dtype)
         context_tokens = self.embed(context) + positions[context_index]  # [B, Nc, W]
         mask_tokens = self.mask_token + positions[target_index]  # [M, B, Nt, W]
         tokens = torch.cat([
@@ -168,6 +148,7 @@ class IJEPA(Method):
     default_recipe = "ijepa"
     default_backbone = "vit-tiny-small"
     backbone_family = "vit-"
+    energy_within_view, default_pool = True, "mean"  # its energy scores the hidden blocks; it has no [CLS]
     train_recipe = {"optimizer": "adamw", "lr": 1.25e-4, "weight_decay": 0.04, "epochs": 300}
 
     def __init__(self, backbone: nn.Module, backbone_dim: int, predictor_width: int = 96, predictor_depth: int = 3,

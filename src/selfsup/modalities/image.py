@@ -158,7 +158,9 @@ class ImageModality(Modality):
             if len(value) != pretrain_set.channels:
                 raise ConfigError(f"augment.{name} has {len(value)} values but the images have {pretrain_set.channels} channels")
         data = dataclasses.replace(config.data, channels=pretrain_set.channels, size=pretrain_set.height)
-        return dataclasses.replace(config, augment=augment, data=data)
+        pool = config.backbone.pool or (method_class(config.method["name"]).default_pool if spec is not None and spec.pools else None)
+        backbone = dataclasses.replace(config.backbone, pool=pool)
+        return dataclasses.replace(config, augment=augment, data=data, backbone=backbone)
 
     def build_view_maker(self, config: Config) -> ViewMaker:
         augment = config.augment
