@@ -121,7 +121,8 @@ def test_a_folder_with_broken_files_trains_on_the_good_ones(tmp_path, tiny_overr
 
     run = tmp_path / "run"
     overrides = [o for o in tiny_overrides if not o.startswith(("data.", "train.batch_size"))]
-    selfsup("pretrain", "--data", str(folder), "--epochs", "2", "--batch-size", "16", "--out", str(run), "data.channels=1", "data.size=16", "train.knn_every=1", *overrides)
+    selfsup("pretrain", "--data", str(folder), "--epochs", "2", "--batch-size", "16", "--out", str(run), "data.channels=1", "data.size=16",
+            "train.knn_every=1", *overrides)
     skipped = (run / "skipped_files.txt").read_text()
     for name in ("empty.png", "notes.jpg", "truncated.png"):
         assert name in skipped

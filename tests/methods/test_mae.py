@@ -3,6 +3,7 @@ sees only the visible patches, the loss on masked patches only (against a loop w
 the paper), the fixed-mask energy, the reconstruction picture, and a short run through the
 pipeline that lowers the loss."""
 
+import json
 import math
 
 import numpy as np
@@ -290,12 +291,13 @@ def test_pretrain_lowers_the_reconstruction_loss_without_collapse(tiny_overrides
 
     overrides = [o for o in tiny_overrides if not o.startswith(("method.", "backbone."))]
     config = config_module.apply_overrides(Config(), overrides + [
-        "method.name=mae", "backbone.name=vit-tiny-small", "backbone.pool=mean", "data.size=16", "train.epochs=2",
+        "method.name=mae", "backbone.name=vit-tiny-small", "data.size=16", "train.epochs=2",
         "train.lr=1e-3", "train.checkpoint_every=1000", "eval.enabled=false", f"out={tmp_path / 'run'}",
     ])
     summary = runs.pretrain(config)
     recorded = config_module.load(tmp_path / "run" / runs.CONFIG_FILE)
     assert recorded.augment.recipe == "mae" and recorded.train.optimizer == "adamw" and recorded.train.weight_decay == 0.05
+    assert recorded.backbone.pool == "mean"  # the method's default_pool
     records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
     losses = [r["loss"] for r in records]
     assert all(math.isfinite(loss) for loss in losses)
@@ -306,3 +308,14 @@ def test_pretrain_lowers_the_reconstruction_loss_without_collapse(tiny_overrides
     with pytest.raises(ConfigError, match="method 'mae' needs a vit-\\* backbone"):
         runs.pretrain(config_module.apply_overrides(config, ["backbone.name=convnet-small", "backbone.pool=null",
                                                              f"out={tmp_path / 'other'}"]))
+
+
+    # The commands on the run: its reconstructions drawn, its encoder fine-tuned on 2 labels per class.
+    from selfsup.cli import main
+
+    assert main(["reconstruct", str(tmp_path / "run"), "--out", str(tmp_path / "mae.png"), "--count", "4"]) == 0
+    assert Image.open(tmp_path / "mae.png").size[0] > 4 * 16
+    assert main(["finetune", str(tmp_path / "run"), "--labels-per-class", "2", "--epochs", "2"]) == 0
+    finetuned = json.loads((tmp_path / "run" / runs.SUMMARY_FILE).read_text())["finetune"]["2"]
+    assert 0 <= finetuned["top1"] <= 1 and finetuned["epochs"] == 2
+    assert main(["reconstruct", str(tmp_path / "other-run-that-is-not-there")]) == 2
