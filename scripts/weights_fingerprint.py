@@ -35,6 +35,7 @@ RUNS = {
         "simclr", "moco-v2", "moco-v3", "byol", "simsiam", "barlow-twins", "vicreg", "deepcluster-v2", "swav", "dino", "paws",
         "siamese-naive")},
     **{name: ["--method", name, *TEXT] for name in ("mlm", "mlm-wwm", "span", "causal", "word2vec", "glove")},
+    **{name: ["--method", name, *IMAGE, "data.size=16"] for name in ("mae", "ijepa", "lejepa")},
     "swav-queue": ["--method", "swav", *IMAGE, "method.queue_size=128"],
     "lvp": ["--method", "lvp", *VIDEO, "method.z_dim=4"],
     "lvp-gan": ["--method", "lvp", *VIDEO, "method.z_dim=4", "method.conditioning=0.5", "method.regularizer=kl"],

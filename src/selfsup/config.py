@@ -29,7 +29,8 @@ class DataConfig:
     """Images: 'fashion-mnist', 'digits' or a folder; 'auto' = fashion-mnist if installed, else digits.
     Text: 'stdlib-docs', 'python-docs' or a .txt/.md/.rst file or folder; 'auto' = stdlib-docs."""
     channels: int | None = None
-    """Image channels (1 or 3); null keeps the source's own (folders: 3)."""
+    """Image channels (1 or 3); null keeps the source's own (folders and shards: 1 when the
+    images sampled for the size are all grey, else 3)."""
     size: int | None = None
     """Side of the stored square images; null keeps a built-in set's own; for folders and shard
     directories, the median shorter side of their images, at most the size the backbone is made

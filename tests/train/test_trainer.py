@@ -75,10 +75,6 @@ def _killed_and_resumed(tmp_path, overrides, kill_after_step):
     assert steps == sorted(set(steps))
 
 
-def test_resume_after_sigkill_gives_identical_weights(tmp_path, tiny_overrides):
-    _killed_and_resumed(tmp_path, tiny_overrides + ["train.epochs=4", "train.checkpoint_every=3", "eval.enabled=false"], 9)
-
-
 def test_a_streamed_folder_resumed_mid_epoch_after_sigkill_gives_identical_weights(tmp_path, tiny_overrides, digits_folder):
     # 600 files in batches of 64: 9 steps per epoch; checkpoints every 4 steps fall mid-epoch.
     overrides = [o for o in tiny_overrides if not o.startswith("data.source")]

@@ -16,7 +16,16 @@ from typing import Protocol, TypeVar
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DataError", "ImageSet", "InMemorySamples", "SampleSet", "convert_images", "labelled_subset"]
+__all__ = ["DataError", "ImageSet", "InMemorySamples", "SampleSet", "convert_images", "labelled_subset", "seed_mix"]
+
+
+def seed_mix(*values: int) -> int:
+    """One 64-bit seed from several integers (boost's hash_combine): the seeds of the data's
+    order, in memory (train.batches) and streamed (data.stream), for (seed, epoch, ...)."""
+    mixed = 0x9E3779B97F4A7C15
+    for value in values:
+        mixed = (mixed ^ (value + 0x9E3779B97F4A7C15 + (mixed << 6) + (mixed >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return mixed
 
 
 class DataError(ValueError):

@@ -51,7 +51,7 @@ Data sources:
                  pbm), searched recursively; the first-level subfolder of a file is its
                  label. All images are pretrained on; a stable hash of each file's path
                  puts 20% of them in the evaluation test split. Unreadable files are
-                 skipped and reported. Defaults: 3 channels; the median shorter side
+                 skipped and reported. Defaults: 1 channel for grey images, else 3; the median shorter side
                  of the files, at most the size the backbone is made for (32 px for
                  the CPU defaults, 224 px for ImageNet-stem backbones).
                  (To use a folder named like a built-in set, write ./digits.)
@@ -168,6 +168,7 @@ class SourceInfo:
     kind: str  # "folder" or "shards"
     count: int  # images (folders: files, unreadable ones included)
     median_side: int | None  # the median shorter side of a sample of the images (None: none readable)
+    grey: bool = False  # every image of the sample is grey (one channel suffices)
     index: ShardIndex | None = None
     paths: list[str] | None = None
     labels: torch.Tensor | None = None
@@ -177,27 +178,33 @@ class SourceInfo:
         """Tiny images keep their size; larger ones get ``design`` (the backbone's)."""
         return design if self.median_side is None else min(self.median_side, design)
 
+    @property
+    def default_channels(self) -> int:
+        """Grey images are stored with one channel, anything else as RGB."""
+        return 1 if self.grey else 3
+
     def decoded_bytes(self, channels: int, size: int) -> int:
         return self.count * channels * size * size
 
 
 def inspect_source(spec: str) -> SourceInfo | None:
-    """A folder's or shard directory's size and typical image side (reading the headers of
-    a few files, not their pixels); None for a built-in set."""
+    """A folder's or shard directory's size, typical image side and whether its images are
+    grey (reading the headers of a few files, not their pixels); None for a built-in set."""
     if spec in BUILTIN_SOURCES and not os.path.isdir(spec):
         return None
     if is_shard_dir(spec):
         index = load_index(spec)
-        side = index.size or _median_side(_first_shard_images(index))
-        return SourceInfo(spec, "shards", index.count, side, index=index, class_names=list(index.class_names))
+        side, grey = _probe(_first_shard_images(index))
+        return SourceInfo(spec, "shards", index.count, index.size or side, grey, index=index, class_names=list(index.class_names))
     _check_folder(spec)
     paths, label_names = scan_folder(spec)
     class_names = sorted({name for name in label_names if name is not None})
     positions = {name: position for position, name in enumerate(class_names)}
     labels = torch.tensor([-1 if name is None else positions[name] for name in label_names], dtype=torch.int64)
     picks = np.random.default_rng(0).choice(len(paths), size=min(_SIZE_PROBE_FILES, len(paths)), replace=False)
-    side = _median_side(str(paths[i]) for i in sorted(picks.tolist()))
-    return SourceInfo(spec, "folder", len(paths), side, paths=[str(path) for path in paths], labels=labels, class_names=class_names)
+    side, grey = _probe(str(paths[i]) for i in sorted(picks.tolist()))
+    return SourceInfo(spec, "folder", len(paths), side, grey, paths=[str(path) for path in paths], labels=labels,
+                      class_names=class_names)
 
 
 def _first_shard_images(index: ShardIndex) -> list[io.BytesIO]:
@@ -210,15 +217,20 @@ def _first_shard_images(index: ShardIndex) -> list[io.BytesIO]:
     return files
 
 
-def _median_side(files) -> int | None:
-    sides = []
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+def _probe(files) -> tuple[int | None, bool]:
+    """(the median shorter side, whether every image is grey) of the readable ``files``."""
+    sides, grey = [], True
     for file in files:
         try:
             with Image.open(file) as image:  # the header only: no pixel is decoded
                 sides.append(min(image.size))
-        except Exception:  # an unreadable file says nothing about the others' size
+                grey = grey and image.mode in _GREY_MODES
+        except Exception:  # an unreadable file says nothing about the others
             continue
-    return int(statistics.median(sides)) if sides else None
+    return (int(statistics.median(sides)), grey) if sides else (None, False)
 
 
 def open_stream(info: SourceInfo, channels: int, size: int, workers: int, *, background: str = DEFAULT_BACKGROUND,

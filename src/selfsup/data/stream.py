@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from selfsup.data.base import DataError, ImageSet
+from selfsup.data.base import DataError, ImageSet, seed_mix
 from selfsup.data.folder import ImageDecodeError, decode_image_with_warnings
 from selfsup.data.shards import ShardIndex, iter_shard
 
@@ -50,15 +50,8 @@ __all__ = [
     "epoch_batches",
 ]
 
-_MIX = 0x9E3779B97F4A7C15
-
-
 def _seed(*values: int) -> int:
-    """One 63-bit seed from several integers (boost's hash_combine, as train.batches)."""
-    mixed = _MIX
-    for value in values:
-        mixed = (mixed ^ (value + _MIX + (mixed << 6) + (mixed >> 2))) & 0xFFFFFFFFFFFFFFFF
-    return mixed % 2**63
+    return seed_mix(*values) % 2**63
 
 
 # --------------------------------------------------------------------------- parts

@@ -90,7 +90,9 @@ class ImageModality(Modality):
                 raise ConfigError(f"data.stream=always: {data.source} is a built-in set held in memory; stream a folder or a "
                                   f"shard directory (selfsup shards {data.source} --out DIR)")
             return load_splits(data.source, data.channels, data.size, data.workers, **decoding(config))
-        channels, size = data.channels or 3, data.size or self._default_size(config, info)
+        channels, size = data.channels or info.default_channels, data.size or self._default_size(config, info)
+        if not data.channels:
+            say(f"data.channels={channels}: {'grey' if info.grey else 'colour (or mixed)'} images (set data.channels to change)")
         decoded = info.decoded_bytes(channels, size)
         # In memory, the evaluation splits are copies beside the whole set: about twice the decoded size.
         stream = data.stream == "always" or (data.stream == "auto" and 2 * decoded > data.cache_mb * 2**20)

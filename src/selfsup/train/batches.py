@@ -18,6 +18,7 @@ import torch
 from selfsup.augment.views import seeded_generator
 from selfsup.config import ConfigError
 from selfsup.data import SampleSet
+from selfsup.data.base import seed_mix
 from selfsup.data.stream import StreamBatch, StreamingImageSet
 from selfsup.methods import Batch
 
@@ -25,14 +26,6 @@ from selfsup.methods import Batch
 SUPPORT_STREAM, EPOCH_PASS_STREAM, METHOD_STREAM = 1 << 20, 1 << 21, 1 << 22
 
 ViewMaker = Callable[[torch.Tensor, torch.Generator], list[torch.Tensor]]
-
-
-def seed_mix(*values: int) -> int:
-    """One 64-bit seed from several integers (boost's hash_combine)."""
-    mixed = 0x9E3779B97F4A7C15
-    for value in values:
-        mixed = (mixed ^ (value + 0x9E3779B97F4A7C15 + (mixed << 6) + (mixed >> 2))) & 0xFFFFFFFFFFFFFFFF
-    return mixed
 
 
 class SupportSampler:
