@@ -1,6 +1,14 @@
 """Shared fixtures: tiny, fast configurations for end-to-end runs on the bundled digits."""
 
+import os
+
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share the two cores: one thread each, in the processes they start too.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 from selfsup import config as config_module
 from selfsup.config import Config
