@@ -250,6 +250,10 @@ class IJEPA(Method):
         """The target encoder's patch outputs, average-pooled [B, D] (what the paper evaluates)."""
         return self.target_tokens(images).mean(dim=1)
 
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        """What the collapse diagnostics read: :meth:`embed` (I-JEPA has no projector)."""
+        return self.embed(images)
+
     def fixed_masks(self, batch_size: int, grid: tuple[int, int], device: torch.device | str) -> BlockMasks:
         """One mask drawn from seed ``ENERGY_MASK_SEED``, the same for every image."""
         one = self.sample_masks(1, grid, torch.Generator().manual_seed(ENERGY_MASK_SEED), device)
