@@ -232,15 +232,9 @@ def embed_to_file(run: LoadedRun, source: str, out: Path, batch_size: int = 512)
             rows[written : written + len(features)] = features.numpy()
             names += [str(paths[i]) for i in batch.indices.tolist()]
             written += len(features)
-    rows.flush()
-    del rows
-    _finish_memmap(out.with_suffix(".partial.npy"), out, written, dim)
-    write_atomic(out.with_name(out.name + ".files.txt"), "".join(name + "\n" for name in names))
-    if skipped:
-        write_atomic(out.with_name(out.name + ".skipped.txt"), describe_skipped(skipped))
     if warned:
         say(describe_warnings(warned))
-    return {"rows": written, "dim": dim, "skipped": len(skipped), "out": str(out)}
+    return _finish_embedding(rows, out, written, dim, names, skipped)
 
 
 def reconstruct_to_file(run: LoadedRun, out: Path, count: int = 12, seed: int = 0) -> dict[str, Any]:
@@ -278,6 +272,13 @@ def _embed_shards(method: Method, view_maker: ViewMaker, channels_last: bool, in
             rows[written : written + len(features)] = features.numpy()
             names += [name for name, good in zip(found.names, keep.tolist(), strict=True) if good]
             written += len(features)
+    return _finish_embedding(rows, out, written, dim, names, skipped)
+
+
+def _finish_embedding(rows: np.memmap, out: Path, written: int, dim: int, names: list[str],
+                      skipped: list[tuple[str, str]]) -> dict[str, Any]:
+    """Close the streamed ``.partial.npy``, keep its ``written`` rows as ``out``, name each row
+    in ``<out>.files.txt`` and the unreadable inputs in ``<out>.skipped.txt``."""
     rows.flush()
     del rows
     _finish_memmap(out.with_suffix(".partial.npy"), out, written, dim)
