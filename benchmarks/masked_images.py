@@ -57,7 +57,8 @@ def train_one(name: str, budget: str, out: Path, overrides: list[str]) -> Path:
     run_dir = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     config = config_module.apply_overrides(Config(), [
         f"method.name={name}", f"data.source={SHARDS}", "data.stream=always", f"backbone.name={BACKBONE}",
-        f"train.budget={budget}", "eval.report=false", "eval.projector=0", f"out={run_dir}", *overrides])
+        # Every method sees whole 28 px images (small-images, SimCLR's recipe, would crop 16 px).
+        "augment.global_size=28", f"train.budget={budget}", "eval.report=false", "eval.projector=0", f"out={run_dir}", *overrides])
     summary = runs.pretrain(config)
     runs.finetune(run_dir, FINETUNE_LABELS, FINETUNE_EPOCHS)
     if name == "mae":

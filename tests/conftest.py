@@ -1,9 +1,13 @@
 """Shared fixtures: tiny, fast configurations for end-to-end runs on the bundled digits."""
 
 import os
+import tempfile
 
 import pytest
 import torch
+
+# Measured baselines are cached across runs (selfsup.cache): never in the home folder from tests.
+os.environ["SELFSUP_CACHE"] = tempfile.mkdtemp(prefix="selfsup-test-cache-")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two test processes share the two cores: one thread each, in the processes they start too.
@@ -45,6 +49,12 @@ def digits_folder(tmp_path_factory):
         (root / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(root / str(label) / f"{number:04d}.png")
     return root
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test its own cache of measured baselines, so that none reads another's figures."""
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture

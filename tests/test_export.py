@@ -58,8 +58,11 @@ def test_an_image_run_exports_to_onnx_pt2_and_safetensors_with_its_preprocessing
     ort = _onnxruntime()
     import onnx
 
-    run = _train(tiny_overrides + ["train.epochs=1", "train.batch_size=256", "eval.enabled=false", f"out={tmp_path / 'run'}"])
+    # Trained on 12 px crops: evaluation, embed and the export read the whole 16 px image.
+    run = _train(tiny_overrides + ["augment.global_size=12", "train.epochs=1", "train.batch_size=256", "eval.enabled=false",
+                                   f"out={tmp_path / 'run'}"])
     config, method = run.config, run.method
+    assert (config.augment.global_size, config.augment.eval_size, config.data.size) == (12, 16, 16)
     pixels = torch.randint(0, 256, (32, config.data.channels, config.data.size, config.data.size), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     images = ImageModality().build_view_maker(config).eval_view(pixels)  # what embed reads
@@ -81,7 +84,7 @@ def test_an_image_run_exports_to_onnx_pt2_and_safetensors_with_its_preprocessing
     props = {p.key: p.value for p in model.metadata_props}
     metadata = json.loads(props["selfsup"])
     preprocessing = metadata["preprocessing"]
-    assert preprocessing["size"] == config.augment.global_size and preprocessing["channels"] == 1 and preprocessing["mode"] == "L"
+    assert preprocessing["size"] == config.augment.eval_size and preprocessing["channels"] == 1 and preprocessing["mode"] == "L"
     assert preprocessing["mean"] == list(config.augment.mean) and preprocessing["std"] == list(config.augment.std)
     assert preprocessing["value_range"] == [0, 1] and "centre-crop" in preprocessing["resize"]
     assert metadata["method"] == "simclr" and metadata["output"]["dim"] == expected.shape[1]

@@ -13,7 +13,7 @@ PACKAGE = Path(selfsup.__file__).parent
 # Bottom to top; a room may import from its own modules and from any room in a lower layer.
 LAYERS = [
     {"selfsup", "config", "files", "energy"},
-    {"distributed", "recipes"},
+    {"distributed", "recipes", "cache"},
     {"data"},
     {"losses", "schedules"},
     {"augment", "backbones", "heads"},

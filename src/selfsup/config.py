@@ -101,13 +101,19 @@ class AugmentConfig:
     recipe: str | None = None
     """A recipe in `selfsup.augment.views.RECIPES`; null = the method's default."""
     global_size: int | None = None
-    """Side of the global crops; null = the stored image size."""
+    """Side of the global crops; null = the recipe's, scaled to the stored image size (the
+    recipes give it for 28 px images: 16 px for small-images, the whole side for the others)."""
     global_scale: tuple[float, float] | None = None
     """Area fraction range of the global crops; null = the recipe's."""
     local_crops: int | None = None
     """Number of small local crops (multi-crop); null = the recipe's."""
     local_size: int | None = None
     """Side of the local crops; null = 3/7 of the global size (96 for 224, 12 for 28)."""
+    eval_size: int | None = None
+    """Side of the whole images that evaluation, `embed` and `export` read; null = 1.5 x the
+    global crop side, at most the stored size. Crops make objects look larger than the whole
+    image does at the same side, so an encoder trained on crops reads whole images best above
+    the crop size (Touvron et al. 2019, FixRes)."""
     mean: tuple[float, ...] | None = None
     """Per-channel mean of [0, 1] pixels used to normalise; null = measured on the data."""
     std: tuple[float, ...] | None = None

@@ -165,9 +165,15 @@ def _check_request(run: LoadedRun, projector: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- metadata
+def input_size(config: Config) -> int:
+    """The side of the images the exported model reads: what evaluation read (runs from
+    before ``augment.eval_size`` existed read their global crop size)."""
+    return config.augment.eval_size or config.augment.global_size
+
+
 def image_metadata(config: Config) -> dict[str, Any]:
     """How an image becomes the model's input, as the run's loader and ``eval_view`` do it."""
-    size, stored = config.augment.global_size, config.data.size
+    size, stored = input_size(config), config.data.size
     channels = config.data.channels
     resize = f"resize the shorter side to {stored} px (bilinear, antialiased) and centre-crop {stored}x{stored}"
     if stored != size:
@@ -201,7 +207,7 @@ def build_metadata(run: LoadedRun, format: str, projector: bool, output_dim: int
     """Everything a user of the file needs to know: what made it, its input, its preprocessing, its output."""
     config, method = run.config, run.method
     if method.modality == "image":
-        size, channels = config.augment.global_size, config.data.channels
+        size, channels = input_size(config), config.data.channels
         inputs = {"images": ["batch", channels, size, size]}
         preprocessing = image_metadata(config)
         output = "projection head output (before the loss's normalisation)" if projector else "backbone features (what evaluation reads)"
@@ -242,7 +248,7 @@ def _example_inputs(run: LoadedRun) -> tuple[tuple[torch.Tensor, ...], dict[str,
     config = run.config
     batch = torch.export.Dim("batch", min=1)
     if run.method.modality == "image":
-        size = config.augment.global_size
+        size = input_size(config)
         images = torch.randn(_EXAMPLE_BATCH, config.data.channels, size, size, generator=torch.Generator().manual_seed(0))
         return (images,), {"images": {0: batch}}
     length = config.text.max_length

@@ -49,7 +49,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from selfsup.augment.views import RECIPES
+from selfsup.augment.views import RECIPES, crop_size
 from selfsup.backbones import blocks, build_backbone
 from selfsup.config import Config, ConfigError, TrainConfig
 from selfsup.methods import Batch, Method, StepInfo, build_method, method_class
@@ -324,7 +324,7 @@ class _Resolved:
 def _resolve(config: Config, images: int) -> _Resolved:
     """The run's values as ``runs.resolve`` fills them, without data: the method's options
     (those sized to the data sized to ``images``), its backbone, the training recipe, the
-    crops (224 px global crops when neither ``augment.global_size`` nor ``data.size`` says)."""
+    crops (the recipe's, scaled to 224 px images when neither ``augment.global_size`` nor ``data.size`` says)."""
     cls = method_class(config.method["name"])
     if cls.modality != "image":
         raise ConfigError(f"method.name: plan estimates image methods; {cls.name!r} learns from {cls.modality}")
@@ -333,7 +333,7 @@ def _resolve(config: Config, images: int) -> _Resolved:
     if recipe_name not in RECIPES:
         raise ConfigError(f"augment.recipe: unknown recipe {recipe_name!r}; available: {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]
-    global_size = config.augment.global_size or config.data.size or 224
+    global_size = config.augment.global_size or crop_size(recipe.global_size, config.data.size or 224)
     local_size = config.augment.local_size or max(4, round(global_size * LOCAL_SIZE_RATIO))
     local_crops = recipe.local_crops if config.augment.local_crops is None else config.augment.local_crops
     crops = [(global_size, recipe.global_crops)] + ([(local_size, local_crops)] if local_crops else [])
@@ -343,7 +343,7 @@ def _resolve(config: Config, images: int) -> _Resolved:
         backbone=dataclasses.replace(config.backbone, name=backbone_name),
         train=_resolve_train(config.train, cls.train_recipe),
     )
-    return _Resolved(resolved, crops, config.data.channels or 3, config.data.size or global_size)
+    return _Resolved(resolved, crops, config.data.channels or 3, config.data.size or config.augment.global_size or 224)
 
 
 def _resolve_train(train: TrainConfig, recipe: dict[str, Any]) -> TrainConfig:

@@ -27,6 +27,7 @@ import torch
 from selfsup import config as config_module
 from selfsup import distributed
 from selfsup.augment.views import seeded_generator
+from selfsup.cache import BaselineCache
 from selfsup.config import Config, ConfigError, TrainConfig, parse_budget
 from selfsup.data import BUILTIN_SOURCES, DataError, SampleSet, describe_skipped, labelled_subset
 from selfsup.data.folder import describe_warnings
@@ -297,12 +298,25 @@ def evaluate(method: Method, view_maker, config: Config, eval_train: SampleSet, 
     """The modality's evaluation of ``method`` beside, with ``eval.baselines``, the same
     backbone at random init and the modality's baseline runs (trained first when missing:
     ``evaluation_seconds`` counts them, a cost the user pays); the evaluation part of the
-    summary."""
+    summary. Baselines whose figures an earlier run with the same key measured
+    (``Modality.baseline_key``, :mod:`selfsup.cache`) are read back instead."""
     started = time.perf_counter()
-    baselines = train_baselines(config, run_dir)
-    if config.eval.baselines:
-        baselines = {"random_init": build_model(config), **baselines}
-    result = modality_of(config).evaluate(method, view_maker, config, eval_train, eval_test, device, run_dir, baselines)
+    modality = modality_of(config)
+    key = modality.baseline_key(config, method, eval_train, eval_test) if config.eval.baselines else None
+    cache = BaselineCache(key) if key is not None else None
+    cached = cache.read() if cache is not None else None
+    if cached is not None:
+        say(f"baselines: measured {cached['measured']} on the same data, view and backbone; read from {cache.path}")
+        unmeasured = dataclasses.replace(config, eval=dataclasses.replace(config.eval, baselines=False))
+        result = modality.evaluate(method, view_maker, unmeasured, eval_train, eval_test, device, run_dir, {})
+        result["baselines"] = cached["baselines"]
+    else:
+        baselines = train_baselines(config, run_dir)
+        if config.eval.baselines:
+            baselines = {"random_init": build_model(config), **baselines}
+        result = modality.evaluate(method, view_maker, config, eval_train, eval_test, device, run_dir, baselines)
+        if cache is not None and "baselines" in result:
+            cache.write(result["baselines"])
     result["evaluation_seconds"] = round(time.perf_counter() - started, 1)
     return result
 

@@ -141,7 +141,7 @@ def test_bad_batches_give_clear_errors() -> None:
 # ---------------------------------------------------------------------------------------------
 def test_eval_view_is_the_normalised_whole_image() -> None:
     images = uint8_images(channels=3)
-    maker = ViewMaker(RECIPES["small-images"], mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    maker = ViewMaker(ViewRecipe(), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))  # 28 px, as the images
     view = maker.eval_view(images)
     torch.testing.assert_close(view, (images.float() / 255 - 0.5) / 0.25)
     assert torch.equal(view, maker.eval_view(images))
@@ -149,13 +149,24 @@ def test_eval_view_is_the_normalised_whole_image() -> None:
 
 def test_eval_view_resizes_to_the_global_size() -> None:
     images = uint8_images(channels=1, size=32)
-    maker = identity_maker(RECIPES["small-images"], 1)  # global_size 28
+    maker = identity_maker(ViewRecipe(), 1)  # global_size 28
     view = maker.eval_view(images)
     assert view.shape == (16, 1, 28, 28)
     expected = F.interpolate(
         images.float() / 255, size=(28, 28), mode="bilinear", align_corners=False, antialias=True
     )
     torch.testing.assert_close(view, expected)
+
+
+def test_eval_view_reads_its_own_size_whatever_the_crops() -> None:
+    images = uint8_images(channels=1, size=28)
+    recipe = dataclasses.replace(RECIPES["small-images"], global_size=16)
+    maker = ViewMaker(recipe, mean=(0.0,), std=(1.0,), eval_size=28)
+    assert [view.shape[-1] for view in maker(images, seeded_generator(0, 0))] == [16, 16]
+    torch.testing.assert_close(maker.eval_view(images), images.float() / 255)  # the whole image, unresized
+    assert ViewMaker(recipe, mean=(0.0,), std=(1.0,)).eval_view(images).shape[-1] == 16  # default: the crop size
+    with pytest.raises(ValueError, match="eval_size"):
+        ViewMaker(recipe, mean=(0.0,), std=(1.0,), eval_size=0)
 
 
 # ---------------------------------------------------------------------------------------------

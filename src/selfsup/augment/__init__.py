@@ -9,13 +9,15 @@ from selfsup.augment.transforms import (
     random_resized_crop,
     solarize,
 )
-from selfsup.augment.views import RECIPES, ViewMaker, ViewRecipe, seeded_generator
+from selfsup.augment.views import RECIPES, ViewMaker, ViewRecipe, crop_size, default_eval_size, seeded_generator
 
 __all__ = [
     "RECIPES",
     "ViewMaker",
     "ViewRecipe",
     "color_jitter",
+    "crop_size",
+    "default_eval_size",
     "gaussian_blur",
     "horizontal_flip",
     "normalize",

@@ -7,8 +7,10 @@ the training device) into the list of float, normalised views a method's ``forwa
     maker = ViewMaker(RECIPES["small-images"], mean=(0.286,), std=(0.353,))
     views = maker(images_uint8, seeded_generator(seed, step, images_uint8.device))
 
-Crop sizes in every recipe are scaled to 28 px images (the data shipped here); for ImageNet,
-replace them with ``dataclasses.replace(recipe, global_size=224, local_size=96)``.
+Crop sizes in every recipe are given for 28 px images (the data shipped here, :data:`RECIPE_IMAGE_SIZE`);
+a run scales them to its images (:func:`crop_size`); built directly, for ImageNet, replace them with
+``dataclasses.replace(recipe, global_size=224, local_size=96)``. Evaluation reads the whole image at
+:func:`default_eval_size`.
 
 Randomness comes only from the generator passed in. :func:`seeded_generator` derives it from
 (seed, step), so the views of step t are the same in a fresh run and in a resumed one, and there
@@ -34,10 +36,37 @@ from selfsup.augment.transforms import (
     solarize,
 )
 
-__all__ = ["RECIPES", "ViewMaker", "ViewRecipe", "seeded_generator"]
+__all__ = ["RECIPES", "ViewMaker", "ViewRecipe", "crop_size", "default_eval_size", "seeded_generator"]
 
 # Aspect-ratio range of every crop (torchvision's RandomResizedCrop default, used by all recipes).
 CROP_RATIO = (3 / 4, 4 / 3)
+
+#: The image side the recipes' crop sizes are given for.
+RECIPE_IMAGE_SIZE = 28
+
+#: Whole images are read at this multiple of the global crop side (at most their stored size).
+#: A random resized crop shows objects larger than the whole image does at the same side, so an
+#: encoder reads whole images best somewhat above its crop size (Touvron et al. 2019, FixRes:
+#: 224 px crops, best read at 288). Measured for 16 px crops of Fashion-MNIST (BENCHMARKS.md
+#: "Crop and evaluation sizes"): 16, 20, 24 and 28 px, best at 24.
+EVAL_SIZE_RATIO = 1.5
+
+
+#: Scaled global crops stay at least this large (or the whole image, when it is smaller):
+#: fewer pixels hold too little of the object to learn from.
+MIN_CROP_SIZE = 16
+
+
+def crop_size(recipe_size: int, image_size: int) -> int:
+    """A recipe's global crop side (given for :data:`RECIPE_IMAGE_SIZE` px images) for
+    ``image_size`` px images, at least :data:`MIN_CROP_SIZE` or the whole image."""
+    return max(min(image_size, MIN_CROP_SIZE), round(image_size * recipe_size / RECIPE_IMAGE_SIZE))
+
+
+def default_eval_size(global_size: int, image_size: int) -> int:
+    """The side evaluation reads whole images at: :data:`EVAL_SIZE_RATIO` x the global crop
+    side, at most the stored ``image_size``, never below the crop side."""
+    return max(global_size, min(image_size, round(EVAL_SIZE_RATIO * global_size)))
 
 
 @dataclass(frozen=True)
@@ -57,7 +86,7 @@ class ViewRecipe:
     """
 
     global_crops: int = 2
-    global_size: int = 28  # output size of global crops
+    global_size: int = 28  # output size of global crops (for 28 px images: see crop_size)
     global_scale: tuple[float, float] = (0.2, 1.0)
     local_crops: int = 0  # multi-crop (SwAV/DINO): small crops after the global ones
     local_size: int = 12
@@ -127,8 +156,10 @@ RECIPES: dict[str, ViewRecipe] = {
     # The common recipe for 28-32 px images: MoCo v2's augmentation (Chen et al. 2020, "Improved
     # baselines"; crop 0.2-1, jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale p 0.2) without its
     # blur, as in the MoCo CIFAR-10 demo and the CIFAR setups of lightly and solo-learn (which
-    # mostly keep crop 0.08-1; 0.2 is kinder to 28 px images).
-    "small-images": ViewRecipe(),
+    # mostly keep crop 0.08-1; 0.2 is kinder to 28 px images). Crops of 16 px from 28 px
+    # images (selfsup's choice: a third of the compute per step, so three times the epochs in a
+    # budget; BENCHMARKS.md "Crop and evaluation sizes": better in every column after 15 minutes).
+    "small-images": ViewRecipe(global_size=16),
     # BYOL (Grill et al. 2020, table 6): crop 0.08-1, jitter 0.4/0.4/0.2/0.1 with p 0.8,
     # grayscale p 0.2, blur p 1.0 / 0.1 and solarisation p 0.0 / 0.2 on the two views.
     "byol": ViewRecipe(
@@ -222,14 +253,18 @@ class ViewMaker:
     crops first (``recipe.global_crops`` tensors of ``global_size``), then local crops
     (``recipe.local_crops`` of ``local_size``), each float32 [B, C, size, size], normalised with
     ``mean`` and ``std`` (one value per channel, in units of [0, 1] pixel values).
+    ``eval_size`` is the side of :meth:`eval_view` (default: ``recipe.global_size``).
     """
 
-    def __init__(self, recipe: ViewRecipe, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, recipe: ViewRecipe, mean: Sequence[float], std: Sequence[float], eval_size: int | None = None) -> None:
         if len(mean) != len(std) or len(mean) not in (1, 3):
             raise ValueError(f"mean and std need 1 or 3 values each, got {len(mean)} and {len(std)}")
         if any(s <= 0 for s in std):
             raise ValueError(f"std must be positive, got {tuple(std)}")
+        if eval_size is not None and eval_size < 1:
+            raise ValueError(f"eval_size must be >= 1, got {eval_size}")
         self.recipe = recipe
+        self.eval_size = eval_size or recipe.global_size
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
 
@@ -269,11 +304,11 @@ class ViewMaker:
     def eval_view(self, images_uint8: Tensor) -> Tensor:
         """The deterministic view for evaluation and embedding.
 
-        The whole image, resized to ``global_size x global_size`` if it is not already that size
+        The whole image, resized to ``eval_size x eval_size`` if it is not already that size
         (bilinear, antialiased when shrinking), and normalised; no crop, flip or colour change.
         """
         images = self._prepare(images_uint8)
-        size = self.recipe.global_size
+        size = self.eval_size
         if images.shape[-2:] != (size, size):
             images = F.interpolate(
                 images, size=(size, size), mode="bilinear", align_corners=False, antialias=True

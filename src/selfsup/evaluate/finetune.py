@@ -49,7 +49,7 @@ def finetune_accuracy(encoder: nn.Module, feature_dim: int, train: ImageSet, tes
         raise ValueError(f"labels_per_class and epochs must be at least 1, got {labels_per_class} and {epochs}")
     chosen = fewshot_indices(train.labels, train.num_classes, labels_per_class, seed)
     images, labels = train.images[chosen], train.labels[chosen]
-    recipe = dataclasses.replace(FINETUNE_RECIPE, global_size=view_maker.recipe.global_size)
+    recipe = dataclasses.replace(FINETUNE_RECIPE, global_size=view_maker.eval_size)
     augment = ViewMaker(recipe, view_maker.mean, view_maker.std)
 
     torch.manual_seed(seed)

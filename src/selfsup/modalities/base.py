@@ -79,6 +79,12 @@ class Modality:
         once, kept in ``run_dir/baselines/<name>``); none by default."""
         return {}
 
+    def baseline_key(self, config: Config, method: Method, train: SampleSet, test: SampleSet) -> dict[str, Any] | None:
+        """Everything the figures of the baselines (``summary["baselines"]``) depend on, as a
+        JSON-able dict, so that later runs with the same key reuse them (:mod:`selfsup.cache`);
+        None (the default) measures them in every run."""
+        return None
+
     def evaluate(self, method: Method, view_maker, config: Config, train: SampleSet, test: SampleSet,
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
         """The evaluation part of ``summary.json``; ``baselines`` holds the models to

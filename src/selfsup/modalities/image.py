@@ -5,6 +5,7 @@ probes, energy AUC and collapse, beside raw pixels and the backbone at random in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from selfsup.augment.views import RECIPES, ViewMaker, seeded_generator
+from selfsup.augment.views import RECIPES, ViewMaker, crop_size, default_eval_size, seeded_generator
 from selfsup.backbones import BACKBONES, build_backbone, design_size, uses_convolutions
 from selfsup.config import Config, ConfigError
 from selfsup.data import (
@@ -50,6 +51,13 @@ def _amount(size: int) -> str:
 def decoding(config: Config) -> dict[str, Any]:
     """How the run decodes image files: the background of transparent pixels and the pixel limit."""
     return {"background": config.data.background, "max_pixels": config.data.max_pixels}
+
+
+def _fingerprint(split: ImageSet) -> str:
+    """SHA-256 of a split's pixels and labels."""
+    digest = hashlib.sha256(split.images.contiguous().numpy().tobytes())
+    digest.update(split.labels.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def default_local_size(global_size: int) -> int:
@@ -135,7 +143,7 @@ class ImageModality(Modality):
             measured_mean, measured_std = channel_statistics(sample)
             mean = mean or measured_mean
             std = std or measured_std
-        global_size = config.augment.global_size or pretrain_set.height
+        global_size = config.augment.global_size or crop_size(recipe.global_size, pretrain_set.height)
         spec = BACKBONES.get(config.backbone.name)
         patch = spec.patch if spec is not None and spec.patch else 1
         augment = dataclasses.replace(
@@ -146,6 +154,7 @@ class ImageModality(Modality):
             local_size=config.augment.local_size or min(global_size, max(patch, default_local_size(global_size))),
             global_scale=config.augment.global_scale or recipe.global_scale,
             local_crops=recipe.local_crops if config.augment.local_crops is None else config.augment.local_crops,
+            eval_size=config.augment.eval_size or default_eval_size(global_size, pretrain_set.height),
             mean=tuple(mean),
             std=tuple(std),
         )
@@ -173,12 +182,29 @@ class ImageModality(Modality):
             local_crops=augment.local_crops,
             local_size=augment.local_size or default_local_size(augment.global_size),
         )
-        return ViewMaker(recipe, augment.mean, augment.std)
+        # Runs from before eval_size existed read whole images at the global crop size.
+        return ViewMaker(recipe, augment.mean, augment.std, eval_size=augment.eval_size or augment.global_size)
 
     def build_backbone(self, config: Config, method: type[Method]) -> tuple[nn.Module, int, dict[str, Any]]:
         backbone, dim = build_backbone(config.backbone.name, config.data.channels, config.backbone.width, config.data.size,
                                        config.backbone.pool)
         return backbone, dim, {}
+
+    def baseline_key(self, config: Config, method: Method, train: ImageSet, test: ImageSet) -> dict[str, Any]:
+        """Raw pixels read the evaluation images; the random-init backbone also its seed,
+        its configuration and the evaluation view. The images themselves are hashed, so a
+        folder whose files changed is measured again."""
+        augment = config.augment
+        return {
+            "modality": self.name,
+            "data": [config.data.source, config.data.size, config.data.channels, _fingerprint(train), _fingerprint(test)],
+            "view": [augment.eval_size or augment.global_size, list(augment.mean), list(augment.std)],
+            "backbone": dataclasses.asdict(config.backbone),
+            # A method whose embed is not the backbone's output reads its random init its own way.
+            "embed": "backbone" if type(method).embed is Method.embed else method.name,
+            "seed": config.train.seed,
+            "fewshot_seeds": config.eval.fewshot_seeds,
+        }
 
     def evaluate(self, method: Method, view_maker: ViewMaker, config: Config, train: ImageSet, test: ImageSet,
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
