@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.evaluate.knn import knn_accuracy, knn_predict
+from selfsup.evaluate.knn import knn_accuracies, knn_accuracy, knn_predict, knn_predict_many
 
 
 def naive_knn(train_x, train_y, test_x, num_classes, k, temperature):
@@ -36,6 +36,16 @@ def test_matches_naive_numpy(seed, k, temperature):
     assert predictions.dtype == torch.int64
     expected = naive_knn(train_x, train_y.numpy(), test_x, 5, k, temperature)
     np.testing.assert_array_equal(predictions.numpy(), expected)
+
+
+def test_several_k_from_one_pass_match_each_k_alone():
+    train_x, train_y, test_x = random_problem(3)
+    test_y = torch.randint(0, 5, (len(test_x),), generator=torch.Generator().manual_seed(4))
+    many = knn_predict_many(train_x, train_y, test_x, 5, ks=(1, 20, 200, 1000), chunk_size=16)
+    for k in (1, 20, 200, 1000):  # 1000 is more than the 300 training samples: all of them
+        np.testing.assert_array_equal(many[k].numpy(), naive_knn(train_x, train_y.numpy(), test_x, 5, min(k, 300), 0.07))
+    accuracies = knn_accuracies(train_x, train_y, test_x, test_y, 5, ks=(20, 200))
+    assert accuracies == {k: knn_accuracy(train_x, train_y, test_x, test_y, 5, k=k) for k in (20, 200)}
 
 
 def test_votes_are_weighted_by_similarity():

@@ -27,7 +27,7 @@ from selfsup.evaluate._common import (
     float_dtype,
 )
 
-__all__ = ["knn_predict", "knn_accuracy"]
+__all__ = ["knn_accuracies", "knn_accuracy", "knn_predict", "knn_predict_many"]
 
 
 @torch.no_grad()
@@ -59,14 +59,29 @@ def knn_predict(
     Returns:
         ``[M]`` int64 predicted labels.
     """
+    return knn_predict_many(train_features, train_labels, test_features, num_classes, (k,), temperature, chunk_size)[k]
+
+
+@torch.no_grad()
+def knn_predict_many(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    num_classes: int,
+    ks: tuple[int, ...] = (20, 200),
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> dict[int, Tensor]:
+    """:func:`knn_predict` for several ``k`` at once: one similarity matrix and one top-k
+    per chunk, each ``k`` voting with the first ``k`` of the largest one's sorted neighbours."""
     check_features("train_features", train_features)
     check_features("test_features", test_features)
     check_same_dim(train_features, test_features)
     check_labels("train_labels", train_labels, train_features.shape[0], num_classes)
     if train_features.shape[0] == 0:
         raise ValueError("train_features is empty: kNN needs at least one labelled sample")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"k must be >= 1, got {ks}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if chunk_size < 1:
@@ -75,21 +90,23 @@ def knn_predict(
     dtype = float_dtype(train_features)
     train = F.normalize(train_features.to(dtype), dim=1)
     train_labels = train_labels.to(device=train.device, dtype=torch.int64)
-    k = min(k, train.shape[0])
+    largest = min(max(ks), train.shape[0])
 
-    predictions = []
+    predictions: dict[int, list[Tensor]] = {k: [] for k in ks}
     for test_chunk in test_features.split(chunk_size):
         similarity = F.normalize(test_chunk.to(dtype), dim=1) @ train.T  # [chunk, N]
-        top_similarity, top_index = similarity.topk(k, dim=1)  # sorted, most similar first
+        top_similarity, top_index = similarity.topk(largest, dim=1)  # sorted, most similar first
         # Shifting by each row's largest similarity rescales that row's votes by a positive
         # constant (argmax unchanged) and keeps exp() finite for any temperature.
         weights = ((top_similarity - top_similarity[:, :1]) / temperature).exp_()
-        votes = weights.new_zeros(test_chunk.shape[0], num_classes)
-        votes.scatter_add_(1, train_labels[top_index], weights)
-        predictions.append(votes.argmax(dim=1))
-    if not predictions:
-        return torch.empty(0, dtype=torch.int64, device=train.device)
-    return torch.cat(predictions)
+        neighbour_labels = train_labels[top_index]
+        for k in ks:
+            used = min(k, largest)
+            votes = weights.new_zeros(test_chunk.shape[0], num_classes)
+            votes.scatter_add_(1, neighbour_labels[:, :used], weights[:, :used])
+            predictions[k].append(votes.argmax(dim=1))
+    empty = torch.empty(0, dtype=torch.int64, device=train.device)
+    return {k: torch.cat(chunks) if chunks else empty for k, chunks in predictions.items()}
 
 
 def knn_accuracy(
@@ -111,3 +128,22 @@ def knn_accuracy(
         train_features, train_labels, test_features, num_classes, k=k, temperature=temperature, chunk_size=chunk_size
     )
     return float((predictions == test_labels.to(torch.int64)).double().mean())
+
+
+def knn_accuracies(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    ks: tuple[int, ...] = (20, 200),
+    temperature: float = 0.07,
+) -> dict[int, float]:
+    """:func:`knn_accuracy` for each of ``ks``, from one pass over the similarities."""
+    check_features("test_features", test_features)
+    check_labels("test_labels", test_labels, test_features.shape[0], num_classes)
+    if test_features.shape[0] == 0:
+        raise ValueError("test_features is empty: accuracy is undefined")
+    predictions = knn_predict_many(train_features, train_labels, test_features, num_classes, ks, temperature)
+    truth = test_labels.to(torch.int64)
+    return {k: float((predicted == truth).double().mean()) for k, predicted in predictions.items()}

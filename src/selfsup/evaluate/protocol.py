@@ -14,7 +14,7 @@ from torch import Tensor
 
 from selfsup.evaluate._common import check_same_dim, check_split
 from selfsup.evaluate.fewshot import fewshot_accuracy
-from selfsup.evaluate.knn import knn_accuracy
+from selfsup.evaluate.knn import knn_accuracies
 from selfsup.evaluate.linear import linear_probe_accuracy
 
 __all__ = ["FEWSHOT_SHOTS", "accuracy_metrics", "raw_pixel_features", "split_accuracy_metrics"]
@@ -48,9 +48,10 @@ def accuracy_metrics(
     check_split("test", test_x, test_y, num_classes)
     check_same_dim(train_x, test_x)
     fewshot = fewshot_accuracy(train_x, train_y, test_x, test_y, num_classes, shots=FEWSHOT_SHOTS, seeds=seeds)
+    knn = knn_accuracies(train_x, train_y, test_x, test_y, num_classes, ks=(20, 200))
     return {
-        "knn_top1": knn_accuracy(train_x, train_y, test_x, test_y, num_classes, k=20),
-        "knn200_top1": knn_accuracy(train_x, train_y, test_x, test_y, num_classes, k=200),
+        "knn_top1": knn[20],
+        "knn200_top1": knn[200],
         "linear_top1": linear_probe_accuracy(train_x, train_y, test_x, test_y, num_classes),
         "fewshot": {shots: result["mean"] for shots, result in fewshot.items()},
         "fewshot_std": {shots: result["std"] for shots, result in fewshot.items()},
