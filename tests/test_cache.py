@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 from selfsup import runs
-from selfsup.cache import BaselineCache, cache_root
+from selfsup.cache import BaselineCache, cache_root, code_digest
 
 
 def test_a_cache_file_reads_back_only_for_its_own_key(tmp_path):
     cache = BaselineCache({"data": "digits", "seed": 0}, root=tmp_path)
+    assert cache.key["code"] == code_digest() and len(code_digest()) == 64  # another code version: another file
     assert cache.read() is None
     cache.write({"raw_pixels": {"knn_top1": 0.9}})
     assert cache.read()["baselines"] == {"raw_pixels": {"knn_top1": 0.9}}

@@ -4,9 +4,9 @@ Raw pixels and the backbone at random initialisation score the same on the same 
 and probes whatever the method learned, so measuring them again in every run only costs
 time. :class:`BaselineCache` keeps them in one JSON file per key, under ``$SELFSUP_CACHE``
 (default ``~/.cache/selfsup``) in ``baselines/``. The key is a dict of everything the
-figures depend on (the modality says what: ``Modality.baseline_key``), with this package's
-version, so a change of code or data gives a new file rather than a stale figure. Files are
-JSON only, written atomically; one that cannot be read is ignored and measured again.
+figures depend on (the modality says what: ``Modality.baseline_key``), with a hash of this
+package's source, so a change of code or data gives a new file rather than a stale figure.
+Files are JSON only, written atomically; one that cannot be read is ignored and measured again.
 """
 
 from __future__ import annotations
@@ -15,13 +15,26 @@ import hashlib
 import json
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import selfsup
 from selfsup.files import write_atomic
 
-__all__ = ["BaselineCache", "cache_root"]
+__all__ = ["BaselineCache", "cache_root", "code_digest"]
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of every Python file of the package (a version string stays the same while the
+    code under it changes)."""
+    digest = hashlib.sha256()
+    package = Path(selfsup.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def cache_root() -> Path:
@@ -33,7 +46,7 @@ class BaselineCache:
     """The baselines' figures for one key (a JSON-able dict)."""
 
     def __init__(self, key: dict[str, Any], root: Path | None = None) -> None:
-        self.key = {"selfsup": selfsup.__version__, **key}
+        self.key = {"code": code_digest(), **key}
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest()[:24]
         self.path = (root or cache_root()) / "baselines" / f"{digest}.json"
 
