@@ -120,14 +120,7 @@ def knn_accuracy(
     chunk_size: int = 1024,
 ) -> float:
     """Top-1 accuracy (fraction in ``[0, 1]``) of :func:`knn_predict` on ``test_labels``."""
-    check_features("test_features", test_features)
-    check_labels("test_labels", test_labels, test_features.shape[0], num_classes)
-    if test_features.shape[0] == 0:
-        raise ValueError("test_features is empty: accuracy is undefined")
-    predictions = knn_predict(
-        train_features, train_labels, test_features, num_classes, k=k, temperature=temperature, chunk_size=chunk_size
-    )
-    return float((predictions == test_labels.to(torch.int64)).double().mean())
+    return knn_accuracies(train_features, train_labels, test_features, test_labels, num_classes, (k,), temperature, chunk_size)[k]
 
 
 def knn_accuracies(
@@ -138,12 +131,13 @@ def knn_accuracies(
     num_classes: int,
     ks: tuple[int, ...] = (20, 200),
     temperature: float = 0.07,
+    chunk_size: int = 1024,
 ) -> dict[int, float]:
     """:func:`knn_accuracy` for each of ``ks``, from one pass over the similarities."""
     check_features("test_features", test_features)
     check_labels("test_labels", test_labels, test_features.shape[0], num_classes)
     if test_features.shape[0] == 0:
         raise ValueError("test_features is empty: accuracy is undefined")
-    predictions = knn_predict_many(train_features, train_labels, test_features, num_classes, ks, temperature)
+    predictions = knn_predict_many(train_features, train_labels, test_features, num_classes, ks, temperature, chunk_size)
     truth = test_labels.to(torch.int64)
     return {k: float((predicted == truth).double().mean()) for k, predicted in predictions.items()}
