@@ -46,6 +46,7 @@ from selfsup.report.tensorboard import projector_points, write_evaluation, write
 from selfsup.rundir import CONFIG_FILE, SKIPPED_FILE, SUMMARY_FILE, RunLock, last_step, write_status
 from selfsup.train import checkpoint
 from selfsup.train.logging import METRICS_FILE
+from selfsup.train.supervised import supervised_accuracy
 from selfsup.train.trainer import Trainer
 
 DEFAULT_BATCH_SIZE = 256
@@ -507,3 +508,30 @@ def finetune(run_dir: Path, labels_per_class: int, epochs: int, seeds: int = 1) 
     return {"labels_per_class": labels_per_class, **result, "frozen": {
         "kNN": summary.get("knn_top1"), "linear": summary.get("linear_top1"),
         f"{labels_per_class}-shot": summary.get("fewshot", {}).get(str(labels_per_class))}}
+
+
+# ---------------------------------------------------------------------------- supervised reference
+def supervised_reference(config: Config) -> dict[str, Any]:
+    """The ceiling a self-supervised run is read against: the backbone ``config`` resolves
+    to, from the same random initialisation, trained with every label of the image data's
+    training split for ``train.budget`` (:func:`selfsup.train.supervised.supervised_accuracy`)
+    and tested on its test split at the evaluation size. Writes nothing."""
+    seconds = parse_budget(config.train.budget)
+    if seconds is None:
+        raise ConfigError("train.budget: the supervised reference trains for a wall-clock budget; set one, e.g. train.budget=5m")
+    modality = modality_of(config)
+    if modality.name != "image":
+        raise ConfigError(f"the supervised reference takes image data, not {modality.name}")
+    pretrain_set, eval_train, eval_test = modality.load_data(config, Path(config.out or "."))
+    config = resolve(config, pretrain_set)
+    train_l, test_l = labelled_subset(eval_train), labelled_subset(eval_test)
+    if not len(train_l) or not len(test_l):
+        raise DataError(f"{config.data.source} has no labelled train and test images")
+    method, device = build_model(config), distributed.resolve_device(config.train.device)
+    view_maker = modality.build_view_maker(config)
+    dim = method.embed(view_maker.eval_view(train_l.images[:2])).shape[1]
+    say(f"supervised reference: {config.backbone.name} on {len(train_l):,} labelled images for {config.train.budget}, "
+        f"tested on {len(test_l):,}")
+    result = supervised_accuracy(method.backbone, dim, train_l, test_l, view_maker, seconds, config.train.seed, device)
+    return {"backbone": config.backbone.name, "data": config.data.source, "budget": config.train.budget,
+            "eval_size": view_maker.eval_size, "train_images": len(train_l), **result}

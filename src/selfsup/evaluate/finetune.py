@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ from selfsup.augment.views import ViewMaker, ViewRecipe, seeded_generator
 from selfsup.data import ImageSet
 from selfsup.evaluate.fewshot import fewshot_indices
 
-__all__ = ["FINETUNE_RECIPE", "finetune_accuracy"]
+__all__ = ["FINETUNE_RECIPE", "FixedSteps", "StepPlan", "finetune_accuracy", "fit_classifier", "classifier_accuracy"]
 
 #: The fine-tuning views: crop and flip, no colour change.
 FINETUNE_RECIPE = ViewRecipe(global_crops=1, global_scale=(0.5, 1.0), jitter_p=0.0, grayscale_p=0.0)
@@ -49,39 +50,83 @@ def finetune_accuracy(encoder: nn.Module, feature_dim: int, train: ImageSet, tes
         raise ValueError(f"labels_per_class and epochs must be at least 1, got {labels_per_class} and {epochs}")
     chosen = fewshot_indices(train.labels, train.num_classes, labels_per_class, seed)
     images, labels = train.images[chosen], train.labels[chosen]
+    batch_size = min(batch_size, len(images))
+    torch.manual_seed(seed)
+    model, head = copy.deepcopy(encoder).to(device).train(), nn.Linear(feature_dim, train.num_classes).to(device)
+    fit_classifier(model, head, images, labels, view_maker, FixedSteps(epochs * math.ceil(len(images) / batch_size)), seed, device,
+                   batch_size, desc=f"fine-tuning on {labels_per_class} per class")
+    return classifier_accuracy(model, head, test, view_maker, device)
+
+
+class StepPlan(Protocol):
+    """How long :func:`fit_classifier` trains: ``total_steps`` (may be refined by
+    ``after_step``, as a wall-clock budget is once the step time is measured) unless the
+    budget is spent first."""
+
+    @property
+    def total_steps(self) -> int: ...
+
+    def budget_spent(self) -> bool: ...
+
+    def after_step(self, step: int) -> float | None: ...
+
+
+@dataclasses.dataclass
+class FixedSteps:
+    """A plan of a known number of steps."""
+
+    total_steps: int
+
+    def budget_spent(self) -> bool:
+        return False
+
+    def after_step(self, step: int) -> None:
+        return None
+
+
+def fit_classifier(model: nn.Module, head: nn.Module, images: torch.Tensor, labels: torch.Tensor, view_maker: ViewMaker,
+                   plan: StepPlan, seed: int, device: torch.device, batch_size: int, desc: str) -> int:
+    """Train ``model`` and ``head`` together with cross-entropy on ``images`` (in passes,
+    each in a seeded random order) seen through :data:`FINETUNE_RECIPE` views at the
+    evaluation size, AdamW with a linear warm-up then cosine decay over the plan's steps;
+    returns the steps taken."""
     recipe = dataclasses.replace(FINETUNE_RECIPE, global_size=view_maker.eval_size)
     augment = ViewMaker(recipe, view_maker.mean, view_maker.std)
-
-    torch.manual_seed(seed)
-    model = copy.deepcopy(encoder).to(device).train()
-    head = nn.Linear(feature_dim, train.num_classes).to(device)
-    batch_size = min(batch_size, len(images))
     optimizer = torch.optim.AdamW([{"params": model.parameters(), "lr": _ENCODER_LR},
                                    {"params": head.parameters(), "lr": _HEAD_LR}], weight_decay=_WEIGHT_DECAY)
     base_rates = [group["lr"] for group in optimizer.param_groups]
-    steps_per_epoch = math.ceil(len(images) / batch_size)
-    total = epochs * steps_per_epoch
-    warmup = max(1, round(_WARMUP * total))
     order_generator = torch.Generator().manual_seed(seed)
     step = 0
-    for _ in tqdm(range(epochs), desc=f"fine-tuning on {labels_per_class} per class", unit="epoch", leave=False, disable=None):
-        order = torch.randperm(len(images), generator=order_generator)
-        for start in range(0, len(images), batch_size):
-            rows = order[start : start + batch_size]
-            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-            for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
-                group["lr"] = rate * factor
-            views = augment(images[rows].to(device), seeded_generator(seed, step, device))[0]
-            loss = F.cross_entropy(head(model(views)), labels[rows].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
+    with tqdm(desc=desc, unit="step", leave=False, disable=None) as progress:
+        while step < plan.total_steps and not plan.budget_spent():
+            order = torch.randperm(len(images), generator=order_generator)
+            for start in range(0, len(images), batch_size):
+                if step >= plan.total_steps or plan.budget_spent():
+                    break
+                total = plan.total_steps
+                warmup = max(1, round(_WARMUP * total))
+                factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+                for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
+                    group["lr"] = rate * factor
+                rows = order[start : start + batch_size]
+                views = augment(images[rows].to(device), seeded_generator(seed, step, device))[0]
+                loss = F.cross_entropy(head(model(views)), labels[rows].to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                plan.after_step(step)
+                progress.update()
+    return step
 
+
+def classifier_accuracy(model: nn.Module, head: nn.Module, test: ImageSet, view_maker: ViewMaker, device: torch.device,
+                  batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``head(model(x))`` on ``test`` read through the evaluation view."""
     model.eval()
     correct = 0
     with torch.no_grad():
-        for start in range(0, len(test), 512):
-            views = view_maker.eval_view(test.images[start : start + 512].to(device))
-            correct += int((head(model(views)).argmax(dim=1).cpu() == test.labels[start : start + 512]).sum())
+        for start in range(0, len(test), batch_size):
+            views = view_maker.eval_view(test.images[start : start + batch_size].to(device))
+            correct += int((head(model(views)).argmax(dim=1).cpu() == test.labels[start : start + batch_size]).sum())
     return correct / len(test)
