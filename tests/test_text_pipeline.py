@@ -91,6 +91,8 @@ def test_text_commands_report_clear_errors(tmp_path, corpus, capsys):
     assert "--text" in capsys.readouterr().err
     assert main(["fill-mask", str(run_dir), "no mask here"]) == 2
     assert "[MASK]" in capsys.readouterr().err
+    assert main(["fill-mask", str(run_dir), "the cat sat on the mat and the dog sat on the [MASK]"]) == 2
+    assert "falls after the first 16 tokens" in capsys.readouterr().err  # text.max_length=16
     assert main(["fill-mask", str(run_dir), "the cat sat on the [MASK]", "--top-k", "2"]) == 0
     assert "probability" in capsys.readouterr().out
 
@@ -116,3 +118,14 @@ def test_contextual_vectors_of_a_word_differ_between_sentences(tmp_path, corpus)
     assert homonyms["mean_cosine"] < 0.999
     with pytest.raises(ConfigError, match="static"):
         text.similar_words(runs.load_run(tmp_path / "mlm"), "cat")
+
+
+def test_a_second_text_run_reads_the_baselines_and_trains_no_word2vec(tmp_path, corpus, capsys):
+    first = runs.pretrain(_config(tmp_path, corpus, "mlm", "train.epochs=2", f"out={tmp_path / 'first'}"))
+    assert (tmp_path / "first" / "baselines" / "mean_word2vec").is_dir() and "read from" not in capsys.readouterr().err
+    second = runs.pretrain(_config(tmp_path, corpus, "mlm", "train.epochs=3", f"out={tmp_path / 'second'}"))
+    assert "baselines: measured" in capsys.readouterr().err
+    assert second["baselines"] == first["baselines"] and not (tmp_path / "second" / "baselines").exists()
+    # Shorter sequences are other token ids: measured again.
+    runs.pretrain(_config(tmp_path, corpus, "mlm", "train.epochs=2", "text.max_length=8", f"out={tmp_path / 'third'}"))
+    assert "read from" not in capsys.readouterr().err and (tmp_path / "third" / "baselines" / "mean_word2vec").is_dir()

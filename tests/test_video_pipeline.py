@@ -125,3 +125,12 @@ def test_held_out_clips_show_held_out_sprites():
     assert train.name.endswith("digits:train") and test.name.endswith("digits:test")
     assert not torch.equal(train.frames[:96], test.frames)
     assert json.dumps(train.class_names) == json.dumps(test.class_names)
+
+
+def test_a_second_video_run_reads_the_baselines_the_first_measured(tmp_path, capsys):
+    first = pretrain(tmp_path, "first", "method.name=lvp", "method.z_dim=4", "train.epochs=1")
+    assert "read from" not in capsys.readouterr().err
+    second = pretrain(tmp_path, "second", "method.name=lvp", "method.z_dim=4", "train.epochs=2")
+    assert "baselines: measured" in capsys.readouterr().err and second["baselines"] == first["baselines"]
+    pretrain(tmp_path, "third", "method.name=lvp", "method.z_dim=4", "train.epochs=1", "train.seed=1")
+    assert "read from" not in capsys.readouterr().err  # another seed: other clips and another random init

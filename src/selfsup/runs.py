@@ -372,12 +372,17 @@ FILL_MASK_PROBES = ("Return the [MASK] of the list.", "Open the [MASK] and read 
 
 
 def fill_mask_examples(run: LoadedRun, top_k: int = 5) -> list[dict[str, Any]]:
-    """A masked language model's top guesses for :data:`FILL_MASK_PROBES` (none for other runs)."""
+    """A masked language model's top guesses for :data:`FILL_MASK_PROBES` (none for other runs;
+    a probe whose mask falls after the tokens the run reads is left out)."""
     if not run.method.predicts_tokens or run.method.causal_attention:
         return []
     examples = []
     for text in FILL_MASK_PROBES:
-        for _, candidates in fill_mask(run, text, top_k):
+        try:
+            predictions = fill_mask(run, text, top_k)
+        except ConfigError:
+            continue
+        for _, candidates in predictions:
             examples.append({"text": text, "predictions": [f"{token} ({probability:.2f})" for token, probability in candidates]})
     return examples
 

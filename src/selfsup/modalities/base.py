@@ -3,6 +3,7 @@ loaded back from its directory, which the modality-specific commands read."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,15 @@ from torch import nn
 from selfsup.config import Config
 from selfsup.data import SampleSet
 from selfsup.methods import Method
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 of the tensors' contents (a split's samples and labels): part of a baseline key,
+    so that changed data is measured again."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def say(text: str) -> None:

@@ -5,7 +5,6 @@ probes, energy AUC and collapse, beside raw pixels and the backbone at random in
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from selfsup.data.stream import StreamingImageSet
 from selfsup.evaluate.pipeline import encode, evaluate_method
 from selfsup.files import write_atomic
 from selfsup.methods import Method, method_class
-from selfsup.modalities.base import LoadedRun, Modality, say
+from selfsup.modalities.base import LoadedRun, Modality, fingerprint, say
 from selfsup.report.frames import save_png
 from selfsup.report.reconstructions import reconstruction_grid
 
@@ -51,13 +50,6 @@ def _amount(size: int) -> str:
 def decoding(config: Config) -> dict[str, Any]:
     """How the run decodes image files: the background of transparent pixels and the pixel limit."""
     return {"background": config.data.background, "max_pixels": config.data.max_pixels}
-
-
-def _fingerprint(split: ImageSet) -> str:
-    """SHA-256 of a split's pixels and labels."""
-    digest = hashlib.sha256(split.images.contiguous().numpy().tobytes())
-    digest.update(split.labels.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def default_local_size(global_size: int) -> int:
@@ -197,7 +189,8 @@ class ImageModality(Modality):
         augment = config.augment
         return {
             "modality": self.name,
-            "data": [config.data.source, config.data.size, config.data.channels, _fingerprint(train), _fingerprint(test)],
+            "data": [config.data.source, config.data.size, config.data.channels,
+                     fingerprint(train.images, train.labels), fingerprint(test.images, test.labels)],
             "view": [augment.eval_size or augment.global_size, list(augment.mean), list(augment.std)],
             "backbone": dataclasses.asdict(config.backbone),
             # A method whose embed is not the backbone's output reads its random init its own way.

@@ -39,7 +39,7 @@ from selfsup.evaluate.text import (
     pseudo_likelihood_auc,
 )
 from selfsup.methods import Method, method_class
-from selfsup.modalities.base import LoadedRun, Modality, say
+from selfsup.modalities.base import LoadedRun, Modality, fingerprint, say
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_SOURCE = "stdlib-docs"
@@ -190,6 +190,21 @@ class TextModality(Modality):
             train=dataclasses.replace(config.train, epochs=5, budget=None, optimizer=None, lr=None, weight_decay=None, clip_grad=None),
         )}
 
+    def baseline_key(self, config: Config, method: Method, train: TokenSet, test: TokenSet) -> dict[str, Any]:
+        """Bag-of-words reads the token ids, hashed (so the corpus, its split and the run's
+        tokenizer are in the key); the random-init encoder also its configuration, seed and
+        pooling (the method's ``embed``); mean word2vec also the batch it trains at."""
+        return {
+            "modality": self.name,
+            "data": [config.data.source, fingerprint(train.samples, train.labels), fingerprint(test.samples, test.labels)],
+            "text": dataclasses.asdict(config.text),
+            "backbone": dataclasses.asdict(config.backbone),
+            "method": method.name,
+            "seed": config.train.seed,
+            "batch_size": config.train.batch_size,
+            "fewshot_seeds": config.eval.fewshot_seeds,
+        }
+
     def evaluate(self, method: Method, view_maker: TokenViews, config: Config, train: TokenSet, test: TokenSet,
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
         say("evaluating: masked-token accuracy and perplexity, pseudo-likelihood energy AUC, probes, baselines")
@@ -208,6 +223,9 @@ def fill_mask(run: LoadedRun, text: str, top_k: int = 5) -> list[tuple[int, list
         raise ConfigError(f"{run.run_dir} holds a {method.name} model, which predicts no tokens; use an mlm run")
     ids = encode_text(tokenizer, text, run.config.text.max_length).to(run.device)
     positions = (ids[0] == MASK_ID).nonzero().flatten()
+    if len(positions) == 0 and "[MASK]" in text:
+        raise ConfigError(f"the [MASK] of {text!r} falls after the first {run.config.text.max_length} tokens the run reads "
+                          "(text.max_length); move it earlier")
     if len(positions) == 0:
         raise ConfigError(f"no [MASK] in {text!r}; write [MASK] where a word is to be predicted")
     probabilities = method.token_log_probabilities(ids)[0, positions].exp()

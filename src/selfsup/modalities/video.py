@@ -21,7 +21,7 @@ from selfsup.config import Config, ConfigError
 from selfsup.data.sequences import ClipSet, load_sequences
 from selfsup.evaluate.video import evaluate_video, futures_quality
 from selfsup.methods import Method
-from selfsup.modalities.base import LoadedRun, Modality, say
+from selfsup.modalities.base import LoadedRun, Modality, fingerprint, say
 from selfsup.report.frames import futures_grid, save_png
 
 DEFAULT_SOURCE = "moving-sprites"
@@ -90,6 +90,19 @@ class VideoModality(Modality):
         width = config.backbone.width
         encoder = FrameEncoder(1, config.video.size, width, 4 * width)
         return encoder, encoder.output_dim, {"clip": clip_shape(config)}
+
+    def baseline_key(self, config: Config, method: Method, train: ClipSet, test: ClipSet) -> dict[str, Any]:
+        """Raw pixels read the clips, hashed; the random-init model also its configuration,
+        seed and the method whose ``embed`` it is."""
+        return {
+            "modality": self.name,
+            "data": [config.data.source, fingerprint(train.frames, train.labels), fingerprint(test.frames, test.labels)],
+            "video": dataclasses.asdict(config.video),
+            "backbone": dataclasses.asdict(config.backbone),
+            "method": method.name,
+            "seed": config.train.seed,
+            "fewshot_seeds": config.eval.fewshot_seeds,
+        }
 
     def evaluate(self, method: Method, view_maker: ClipViews, config: Config, train: ClipSet, test: ClipSet,
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:
