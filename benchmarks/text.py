@@ -122,9 +122,10 @@ def quality(budget: str, method: str, out: Path, overrides: list[str], write: bo
         rows.append([name, percent(metrics["knn_top1"]), percent(metrics["linear_top1"]),
                      *(percent(fewshot[k]) for k in ("1", "10", "100"))])
     probes = markdown_table(["features", "kNN k=20", "linear", "1-shot", "10-shot", "100-shot"], rows)
+    changed = " and " + ", ".join(f"`{o}`" for o in overrides) if overrides else ""
     homonyms = summary["homonyms"]
     body = (
-        f"Machine: {machine()}. `{method}` with its defaults (encoder width {config.backbone.width or 256}, "
+        f"Machine: {machine()}. `{method}` with its defaults{changed} (encoder width {config.backbone.width or 256}, "
         f"depth {config.backbone.depth or 4}), {budget} of training on stdlib-docs: {summary['steps']} steps, "
         f"{summary['epochs']:.1f} epochs, {summary['images_per_second']:,.0f} sequences/s.\n\n"
         f"Held-out masked-token accuracy {percent(summary.get('masked_accuracy'))}%, perplexity "
@@ -133,11 +134,12 @@ def quality(budget: str, method: str, out: Path, overrides: list[str], write: bo
         f"vectors in different sentences over {len(homonyms['words'])} words (static models: 1).\n\n"
         f"Probes on the documents' top-level package (sentence embeddings; accuracy in %, few-shot mean of "
         f"{config.eval.fewshot_seeds} draws):\n\n"
-        f"{probes}\n\n`python benchmarks/text.py --quality {budget} --method {method}`"
+        f"{probes}\n\n`python benchmarks/text.py --quality {budget} --method {method}{''.join(' ' + o for o in overrides)}`"
     )
     print(body)
     if write:
-        update_section(f"text-quality-{'cuda' if torch.cuda.is_available() else 'cpu'}-{method}-{budget}", body)
+        variant = "".join("-" + o.replace("=", "-") for o in overrides)
+        update_section(f"text-quality-{'cuda' if torch.cuda.is_available() else 'cpu'}-{method}-{budget}{variant}", body)
 
 
 def main() -> None:
