@@ -33,7 +33,7 @@ from selfsup.augment.views import ViewMaker, ViewRecipe, seeded_generator
 from selfsup.data import ImageSet
 from selfsup.evaluate.fewshot import fewshot_indices
 
-__all__ = ["FINETUNE_RECIPE", "FixedSteps", "StepPlan", "finetune_accuracy", "fit_classifier", "classifier_accuracy"]
+__all__ = ["FINETUNE_RECIPE", "FixedSteps", "StepPlan", "classifier_accuracy", "finetune_accuracy", "fit_classifier"]
 
 #: The fine-tuning views: crop and flip, no colour change.
 FINETUNE_RECIPE = ViewRecipe(global_crops=1, global_scale=(0.5, 1.0), jitter_p=0.0, grayscale_p=0.0)
@@ -121,7 +121,7 @@ def fit_classifier(model: nn.Module, head: nn.Module, images: torch.Tensor, labe
 
 
 def classifier_accuracy(model: nn.Module, head: nn.Module, test: ImageSet, view_maker: ViewMaker, device: torch.device,
-                  batch_size: int = 512) -> float:
+                        batch_size: int = 512) -> float:
     """Top-1 accuracy of ``head(model(x))`` on ``test`` read through the evaluation view."""
     model.eval()
     correct = 0
