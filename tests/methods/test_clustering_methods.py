@@ -221,3 +221,27 @@ def test_paws_with_labels_beats_random_init_on_few_shot(tmp_path):
                              raw_pixels=False)
     paws, random_init = result["fewshot"], result["baselines"]["random_init"]["fewshot"]
     assert paws["1"] > random_init["1"] and paws["10"] > random_init["10"] + 0.02, (paws, random_init)
+
+
+def test_paws_embeds_supports_with_the_global_views_in_one_batch_norm_pass():
+    """suncet's paws_train.py runs encoder(supports + views): the supports share the global
+    views' batch statistics; the local crops get a pass of their own."""
+    from selfsup.losses import paws as paws_loss
+
+    method = _tiny(PAWS, hidden_dim=16, projection_dim=8, labels_per_class=2).train()
+    views = _views(recipe="paws")
+    supports, labels = views[0][:8], torch.arange(4).repeat(2)
+    loss = method(views, Batch(support_views=supports, support_labels=labels)).loss
+    together = method.project(torch.cat([supports, views[0], views[1]]))
+    smoothed = torch.nn.functional.one_hot(labels, 4).float() * 0.9 + 0.1 / 4
+    anchors = [*together[8:].chunk(2), *method.project(torch.cat(views[2:])).chunk(len(views) - 2)]
+    assert torch.allclose(loss, paws_loss(anchors, together[:8], smoothed, 0.1, 0.25, True), atol=1e-6)
+    separate = method.project(supports)  # its own statistics: another embedding of the same images
+    assert not torch.allclose(separate, together[:8], atol=1e-4)
+
+
+def test_paws_views_are_the_cifar10_configuration():
+    recipe = RECIPES[PAWS.default_recipe]
+    assert (recipe.global_scale, recipe.local_crops, recipe.local_scale) == ((0.75, 1.0), 6, (0.3, 0.75))
+    assert (recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue, recipe.jitter_p) == (0.4, 0.4, 0.4, 0.1, 0.8)
+    assert recipe.grayscale_p == 0 and recipe.solarize_p == (0.2,) and recipe.blur_p == (0.0,) and recipe.local_blur_p == 0

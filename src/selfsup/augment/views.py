@@ -182,6 +182,20 @@ RECIPES: dict[str, ViewRecipe] = {
         blur_p=(0.5,),
         local_blur_p=0.5,
     ),
+    # PAWS on CIFAR-10 (Assran et al. 2021, suncet configs/paws/cifar10_train.yaml and
+    # src/data_manager.py): 2 global crops of the whole side at scale 0.75-1 (with multi-crop)
+    # + 6 local crops at 0.3-0.75 (18 of 32 px: 16 of 28), flip, colour distortion of strength
+    # 0.5 (jitter 0.4/0.4/0.4/0.1 with p 0.8) and solarisation p 0.2, no grayscale, no blur
+    # (its Equalize p 0.2 is left out: no such transform here). SwAV's ImageNet multi-crop
+    # instead leaves 2x2-pixel local crops of small images, on which views cannot agree.
+    "paws": ViewRecipe(
+        global_scale=(0.75, 1.0),
+        local_crops=6,
+        local_size=16,
+        local_scale=(0.3, 0.75),
+        grayscale_p=0.0,
+        solarize_p=(0.2,),
+    ),
     # DINO (Caron et al. 2021, main_dino.py DataAugmentationDINO): 2 global crops (0.4-1) + 8
     # local crops (0.05-0.4), jitter 0.4/0.4/0.2/0.1 with p 0.8, grayscale p 0.2, blur p 1.0 /
     # 0.1 and solarisation p 0.0 / 0.2 on the global crops, blur p 0.5 on the local crops.

@@ -27,15 +27,18 @@ class PAWS(Method):
     see, drawn once from the training set with the run's seed. ``support_per_class=0`` uses
     min(64, labels_per_class) (the CIFAR-10 configuration samples 64 per class).
     Defaults follow the paper's CIFAR-10 configuration: 3-layer projector (2048 hidden,
-    BN), 128-d output, no prediction head, multi-crop with 6 local crops, LARS with
-    lr 3.2 x batch/256 and weight decay 1e-6.
+    BN), 128-d output, no prediction head, its augmentations (the ``paws`` view recipe: 2
+    global crops at scale 0.75-1, 6 local crops at 0.3-0.75, colour strength 0.5), LARS
+    with lr 3.2 x batch/256 and weight decay 1e-6. As in the reference code, the support
+    views and the global views go through the encoder in one pass (one set of batch-norm
+    statistics), the local crops in another.
 
     Energy: F(x, y) = 1 - cos(z_x, z_y), the similarity the soft nearest neighbours use.
     """
 
     name = "paws"
     summary = "semi-supervised: soft nearest neighbours to a few labelled supports, sharpened targets (Assran et al. 2021)"
-    default_recipe = "multicrop"
+    default_recipe = "paws"
     train_recipe = {"optimizer": "lars", "lr": 3.2, "weight_decay": 1e-6, "epochs": 100}
 
     def __init__(self, backbone: nn.Module, backbone_dim: int, labels_per_class: int = 10, support_per_class: int = 0,
@@ -53,8 +56,10 @@ class PAWS(Method):
     def forward(self, views: list[torch.Tensor], batch: Batch | None = None) -> StepOutput:
         if batch is None or batch.support_views is None:
             raise ValueError("paws needs a labelled support batch (Batch.support_views, Batch.support_labels)")
-        anchors = project_by_size(self.project, views)
-        supports = self.project(batch.support_views)
+        same_size = next((i for i, view in enumerate(views) if view.shape[1:] != views[0].shape[1:]), len(views))
+        together = self.project(torch.cat([batch.support_views, *views[:same_size]]))
+        supports, anchors = together[: len(batch.support_views)], list(together[len(batch.support_views):].chunk(same_size))
+        anchors += project_by_size(self.project, views[same_size:])
         classes = int(batch.support_labels.max()) + 1
         one_hot = nn.functional.one_hot(batch.support_labels, classes).to(supports.dtype)
         smoothed = one_hot * (1 - self.label_smoothing) + self.label_smoothing / classes
