@@ -165,7 +165,7 @@ def curve_table(paths: list[Path]) -> tuple[str, dict]:
 def curve(args: argparse.Namespace) -> None:
     if args.collect:
         paths = args.collect
-        command = "python benchmarks/fashion_mnist.py --curve --collect " + " ".join(f"{p.parent.name}/{p.name}" for p in paths)
+        command = "python benchmarks/fashion_mnist.py --curve --collect " + " ".join(str(p) for p in paths)
     else:
         if not fashion_mnist_available():
             raise SystemExit("Fashion-MNIST is not installed: apt-get install -y dataset-fashion-mnist")
