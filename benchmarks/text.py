@@ -3,6 +3,7 @@ size, and what `selfsup pretrain --modality text` reaches in a fixed budget.
 
     python benchmarks/text.py [--steps 60] [--batch-size 32] [--no-write]
     python benchmarks/text.py --quality 15m [--method mlm] [key=value ...]
+    python benchmarks/text.py --readouts RUN_DIR
 
 Prints, measured in this one run on the stdlib-docs corpus:
 - the peak fp32 matmul FLOP/s of the device;
@@ -15,6 +16,12 @@ Prints, measured in this one run on the stdlib-docs corpus:
 - the held-out masked-token accuracy of both after the same number of steps.
 and writes the table into BENCHMARKS.md. Needs ``pip install transformers``.
 
+``--readouts RUN_DIR`` reads a finished text run's encoder at every stage (the summed
+embeddings, each block, the final LayerNorm that ``embed`` reads), mean-pooled over the
+real tokens, as is and centred on the training split's mean (the simplest remedy for
+anisotropic states: cosine kNN is dominated by the direction every sentence shares), and
+probes each beside the same readout of the encoder at random initialisation.
+
 ``--quality BUDGET`` instead pretrains the method on stdlib-docs for that wall-clock
 budget with its defaults and tabulates its summary: held-out masked-token accuracy and
 perplexity, energy AUC, the homonym check, and the package probes beside bag-of-words,
@@ -24,6 +31,7 @@ mean word2vec vectors and the encoder at random initialisation.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -42,10 +50,13 @@ from selfsup.augment.masking import TokenViews
 from selfsup.augment.views import seeded_generator
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.config import Config
+from selfsup.data import labelled_subset
 from selfsup.data.text import load_corpus, split_corpus
-from selfsup.data.tokenizer import encode_documents, train_tokenizer
+from selfsup.data.tokenizer import PAD_ID, encode_documents, train_tokenizer
+from selfsup.evaluate.protocol import split_accuracy_metrics
 from selfsup.losses.masked import IGNORE
-from selfsup.methods.language import MaskedLanguageModel
+from selfsup.methods.language import MaskedLanguageModel, mean_pool
+from selfsup.modalities import modality_of
 
 LR, WEIGHT_DECAY = 5e-4, 0.01
 
@@ -142,6 +153,58 @@ def quality(budget: str, method: str, out: Path, overrides: list[str], write: bo
         update_section(f"text-quality-{'cuda' if torch.cuda.is_available() else 'cpu'}-{method}-{budget}{variant}", body)
 
 
+@torch.no_grad()
+def pooled_stages(encoder: TransformerEncoder, ids: torch.Tensor, batch_size: int = 256) -> list[torch.Tensor]:
+    """Mean-pooled hidden states [N, D] of every stage of ``encoder`` (``layer_states``)."""
+    parts = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        parts.append([mean_pool(state, chunk) for state in encoder.layer_states(chunk, chunk != PAD_ID)])
+    return [torch.cat([part[k] for part in parts]) for k in range(len(parts[0]))]
+
+
+def readouts(run_dir: Path, write: bool) -> None:
+    run = runs.load_run(run_dir)
+    config = run.config
+    _, train, test = modality_of(config).load_data(config, run_dir)
+    train, test = labelled_subset(train), labelled_subset(test)
+    torch.manual_seed(config.train.seed)
+    random_init = runs.build_model(config).eval()
+    stages = {}
+    for name, model in (("trained", run.method), ("random init", random_init)):
+        stages[name] = list(zip(pooled_stages(model.backbone, train.ids), pooled_stages(model.backbone, test.ids), strict=True))
+    depth = len(stages["trained"]) - 2
+    names = ["embeddings", *(f"block {i}" for i in range(1, depth + 1)), "final norm (what embed reads)"]
+    rows = []
+    for index, stage in enumerate(names):
+        for centred in (False, True):
+            cells = [stage + (", centred" if centred else "")]
+            for model in ("trained", "random init"):
+                train_x, test_x = stages[model][index]
+                if centred:
+                    mean = train_x.mean(dim=0)
+                    train_x, test_x = train_x - mean, test_x - mean
+                metrics = split_accuracy_metrics(train_x, train, test_x, test, config.eval.fewshot_seeds)
+                cells += [percent(metrics["knn_top1"]), percent(metrics["linear_top1"]), percent(metrics["fewshot"]["10"])]
+            rows.append(cells)
+            print(" | ".join(cells), flush=True)
+    header = ["readout", "kNN", "linear", "10-shot", "kNN (random init)", "linear (random init)", "10-shot (random init)"]
+    summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
+    baselines = ", ".join(
+        f"{name.replace('_', ' ')} {percent(m['knn_top1'])} / {percent(m['linear_top1'])} / {percent(m['fewshot']['10'])}"
+        for name, m in summary.get("baselines", {}).items() if name != "random_init"
+    )
+    body = (
+        f"Machine: {machine()}. The encoder of `{run_dir}` ({config.method['name']}, {summary['steps']} steps, "
+        f"lr {config.train.lr}) and the same encoder at random initialisation, each stage mean-pooled over the real tokens, "
+        f"as is and centred on the training split's mean; probes on the documents' top-level package (accuracy in %, "
+        f"10-shot mean of {config.eval.fewshot_seeds} draws). The run's other baselines (kNN / linear / 10-shot): "
+        f"{baselines}.\n\n{markdown_table(header, rows)}\n\n`python benchmarks/text.py --readouts {run_dir}`"
+    )
+    if write:
+        update_section("text-readouts", body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
@@ -155,9 +218,13 @@ def main() -> None:
     parser.add_argument("--quality", metavar="BUDGET", help="pretrain for BUDGET and tabulate its summary instead")
     parser.add_argument("--method", default="mlm", help="with --quality: the text method")
     parser.add_argument("--out", default="runs/benchmark-text", type=Path, help="with --quality: parent folder of the run")
+    parser.add_argument("--readouts", metavar="RUN_DIR", type=Path, help="probe every layer of a finished text run instead")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
+    if args.readouts:
+        readouts(args.readouts, not args.no_write)
+        return
     if args.quality:
         quality(args.quality, args.method, args.out, args.overrides, not args.no_write)
         return

@@ -28,6 +28,21 @@ def test_shapes_and_output_dim():
         model(random_ids(length=17))
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_layer_states_are_every_stage_and_end_with_the_output(padded):
+    model, ids = encoder(), random_ids()
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    if padded:
+        mask[0, 6:] = False
+    states = model.layer_states(ids, mask)
+    assert len(states) == 2 + 2 and all(state.shape == (3, 10, 32) for state in states)
+    assert torch.equal(states[-1], model(ids, mask))
+    embedded = model.embedding_norm(model.token_embedding(ids) + model.position_embedding(torch.arange(10)))
+    real = mask.unsqueeze(-1)
+    assert torch.allclose(states[0] * real, embedded * real)  # the first stage: the summed embeddings
+    assert torch.allclose(model.norm(states[-2]) * real, states[-1] * real)  # the last block, before the final norm
+
+
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_causal_encoder_cannot_see_the_future_but_bidirectional_can(with_mask):
     ids = random_ids()

@@ -70,21 +70,34 @@ class TransformerEncoder(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self._encode(ids, attention_mask, every_layer=False)[-1]
+
+    def layer_states(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The hidden states [B, T, D] after each stage: the summed embeddings (after their
+        LayerNorm), each block's output, and the final LayerNorm's (what ``forward`` returns);
+        depth + 2 tensors, for reading a layer other than the last."""
+        return self._encode(ids, attention_mask, every_layer=True)
+
+    def _encode(self, ids: torch.Tensor, attention_mask: torch.Tensor | None, every_layer: bool) -> list[torch.Tensor]:
         length = ids.shape[1]
         if length > self.max_length:
             raise ValueError(f"sequence length {length} exceeds max_length {self.max_length}")
         positions = torch.arange(length, device=ids.device)
         x = self.embedding_norm(self.token_embedding(ids) + self.position_embedding(positions))
         if attention_mask is None or bool(attention_mask.all()):
+            states = [x] if every_layer else []
             for block in self.blocks:
                 x = block(x, None, self.causal)
-            return self.norm(x)
+                states += [x] if every_layer else []
+            return [*states, self.norm(x)]
         unpadded = Unpadded(attention_mask.flatten().nonzero().squeeze(1), len(ids), length)
         x = x.flatten(0, 1).index_select(0, unpadded.index)
         mask = attention_mask_for(attention_mask, self.causal)
+        states = [unpadded.pad(x)] if every_layer else []
         for block in self.blocks:
             x = block(x, mask, self.causal, unpadded)
-        return unpadded.pad(self.norm(x))
+            states += [unpadded.pad(x)] if every_layer else []
+        return [*states, unpadded.pad(self.norm(x))]
 
     def output_weight(self) -> torch.Tensor:
         """The output projection [vocab, width]: the token embedding itself (tied)."""
