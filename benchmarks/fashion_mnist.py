@@ -205,7 +205,7 @@ def main() -> None:
     if args.collect:
         run_dirs = args.collect
         budget = config_module.load(run_dirs[0] / runs.CONFIG_FILE).train.budget
-        command = "python benchmarks/fashion_mnist.py --collect " + " ".join(f"runs/{d.name}" for d in run_dirs)
+        command = "python benchmarks/fashion_mnist.py --collect " + " ".join(str(d) for d in run_dirs)
         method = "all"
     else:
         if not fashion_mnist_available():
