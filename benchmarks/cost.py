@@ -77,11 +77,13 @@ def main() -> None:
     markdown = markdown_table(HEADER, [row(r, {"cold": "measured and kept", "warm": "read back"}[r["cache"]]) for r in results])
     print(markdown)
     budget = results[0]["budget"] if results else args.budget
+    command = ("python benchmarks/cost.py --collect " + " ".join(str(p) for p in args.collect) if args.collect
+               else f"python benchmarks/cost.py --budget {budget} --modality {args.modality}")
     body = (
         f"Machine: {machine()}. `selfsup pretrain --modality M --budget {budget}` (each modality's default method and "
         f"data), timed from start to exit, twice in a fresh cache folder: the first run measures the baselines and "
         f"keeps them, the second reads them back. Allowance: 1.3 x budget + 60 s.\n\n{markdown}\n\n"
-        f"`python benchmarks/cost.py --budget {budget}`"
+        f"`{command}`"
     )
     if not args.no_write:
         update_section(f"cost-{budget}", body)
