@@ -135,6 +135,12 @@ def curve_runs(budgets: list[str], part: str | None, out: Path, overrides: list[
     return paths
 
 
+def probe_cells(metrics: dict) -> list[str]:
+    """kNN (k=20), linear, 1-, 10- and 100-shot of :func:`row`."""
+    cells = row("", metrics)
+    return [cells[1], *cells[3:7]]
+
+
 def curve_table(paths: list[Path]) -> tuple[str, dict]:
     """One row per budget: the self-supervised run's probes, the supervised reference, their ratio."""
     by_budget: dict[float, dict] = {}
@@ -156,9 +162,9 @@ def curve_table(paths: list[Path]) -> tuple[str, dict]:
         ratio = f"{ssl['linear_top1'] / top1:.2f}" if ssl and top1 else "-"
         steps = f"{ssl['steps']} ({ssl['epochs']:.1f} ep)" if ssl else "-"
         supervised_steps = f"{supervised['steps']} ({supervised['epochs']:.1f} ep)" if supervised else "-"
-        rows.append([budget, *row("", ssl)[1:2], *row("", ssl)[3:7], percent(top1), ratio, steps, supervised_steps])
+        rows.append([budget, *probe_cells(ssl), percent(top1), ratio, steps, supervised_steps])
     for name, metrics in (baselines or {}).items():
-        rows.append([name.replace("_", " "), *row("", metrics)[1:2], *row("", metrics)[3:7], "-", "-", "-", "-"])
+        rows.append([name.replace("_", " "), *probe_cells(metrics), "-", "-", "-", "-"])
     return markdown_table(CURVE_HEADER, rows), by_budget
 
 

@@ -3,6 +3,7 @@ loaded back from its directory, which the modality-specific commands read."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -94,6 +95,13 @@ class Modality:
         JSON-able dict, so that later runs with the same key reuse them (:mod:`selfsup.cache`);
         None (the default) measures them in every run."""
         return None
+
+    def encoder_key(self, config: Config, method: Method) -> dict[str, Any]:
+        """The part of a :meth:`baseline_key` that fixes the random-init model and its probes:
+        the modality, the encoder's configuration, the method whose ``embed`` reads it, the
+        seed and the few-shot draws."""
+        return {"modality": self.name, "backbone": dataclasses.asdict(config.backbone), "method": method.name,
+                "seed": config.train.seed, "fewshot_seeds": config.eval.fewshot_seeds}
 
     def evaluate(self, method: Method, view_maker, config: Config, train: SampleSet, test: SampleSet,
                  device: torch.device, run_dir: Path, baselines: dict[str, Method]) -> dict:

@@ -195,14 +195,10 @@ class TextModality(Modality):
         tokenizer are in the key); the random-init encoder also its configuration, seed and
         pooling (the method's ``embed``); mean word2vec also the batch it trains at."""
         return {
-            "modality": self.name,
+            **self.encoder_key(config, method),
             "data": [config.data.source, fingerprint(train.samples, train.labels), fingerprint(test.samples, test.labels)],
             "text": dataclasses.asdict(config.text),
-            "backbone": dataclasses.asdict(config.backbone),
-            "method": method.name,
-            "seed": config.train.seed,
             "batch_size": config.train.batch_size,
-            "fewshot_seeds": config.eval.fewshot_seeds,
         }
 
     def evaluate(self, method: Method, view_maker: TokenViews, config: Config, train: TokenSet, test: TokenSet,

@@ -95,13 +95,9 @@ class VideoModality(Modality):
         """Raw pixels read the clips, hashed; the random-init model also its configuration,
         seed and the method whose ``embed`` it is."""
         return {
-            "modality": self.name,
+            **self.encoder_key(config, method),
             "data": [config.data.source, fingerprint(train.frames, train.labels), fingerprint(test.frames, test.labels)],
             "video": dataclasses.asdict(config.video),
-            "backbone": dataclasses.asdict(config.backbone),
-            "method": method.name,
-            "seed": config.train.seed,
-            "fewshot_seeds": config.eval.fewshot_seeds,
         }
 
     def evaluate(self, method: Method, view_maker: ClipViews, config: Config, train: ClipSet, test: ClipSet,
