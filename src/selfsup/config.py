@@ -64,7 +64,9 @@ class BackboneConfig:
     heads: int | None = None
     """Attention heads (text); null = 4."""
     pool: str | None = None
-    """Vision transformers' features: 'cls' (the [CLS] output; null) or 'mean' (of the patches)."""
+    """How the backbone's output becomes the features. convnet-small: 'grid' (the last map averaged
+    over each cell of a 2 x 2 grid, concatenated; null for a new run) or 'mean' (over the whole
+    map). Vision transformers: 'cls' (the [CLS] output; null) or 'mean' (of the patches)."""
 
 
 @dataclass

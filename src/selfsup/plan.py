@@ -50,7 +50,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from selfsup.augment.views import RECIPES, crop_size
-from selfsup.backbones import blocks, build_backbone
+from selfsup.backbones import blocks, build_backbone, new_run_pool
 from selfsup.config import Config, ConfigError, TrainConfig
 from selfsup.methods import Batch, Method, StepInfo, build_method, method_class
 
@@ -340,7 +340,8 @@ def _resolve(config: Config, images: int) -> _Resolved:
     resolved = dataclasses.replace(
         config,
         method=cls.fit_options(cls.resolve_options(config.method), images),
-        backbone=dataclasses.replace(config.backbone, name=backbone_name),
+        backbone=dataclasses.replace(config.backbone, name=backbone_name,
+                                     pool=new_run_pool(backbone_name, config.backbone.pool, cls.default_pool)),
         train=_resolve_train(config.train, cls.train_recipe),
     )
     return _Resolved(resolved, crops, config.data.channels or 3, config.data.size or config.augment.global_size or 224)

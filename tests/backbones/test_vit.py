@@ -39,10 +39,10 @@ def test_position_embeddings_follow_the_crop_size():
 
 
 def test_pool_is_checked():
-    with pytest.raises(ConfigError, match="backbone.pool: 'max' is not one of cls, mean"):
+    with pytest.raises(ConfigError, match="backbone.pool: 'max' is not one of cls, mean for vit-tiny"):
         build_backbone("vit-tiny", 3, pool="max")
-    with pytest.raises(ConfigError, match="backbone.pool applies to vision transformers, not to convnet-small"):
-        build_backbone("convnet-small", 3, pool="mean")
+    with pytest.raises(ConfigError, match="backbone.pool applies to convnet-small and the vision transformers, not to resnet18"):
+        build_backbone("resnet18", 3, pool="mean")
 
 
 @pytest.mark.e2e

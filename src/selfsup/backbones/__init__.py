@@ -14,22 +14,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.backbones.convnet import POOLS as CONVNET_POOLS
 from selfsup.backbones.convnet import ConvNet
 from selfsup.backbones.regnet import REGNETY, RegNetY, YBlock
 from selfsup.backbones.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
 from selfsup.backbones.text import TransformerEncoder
 from selfsup.backbones.transformer import Block
-from selfsup.backbones.vit import POOLS, VIT_SIZES, VisionTransformer
+from selfsup.backbones.vit import POOLS as VIT_POOLS
+from selfsup.backbones.vit import VIT_SIZES, VisionTransformer
 from selfsup.config import ConfigError
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    # (in_channels, width, image_size, pool) -> a module with .output_dim
-    build: Callable[[int, int | None, int, str], nn.Module]
+    # (in_channels, width, image_size, pool) -> a module with .output_dim; pool None is the
+    # layout of runs from before backbone.pool applied to the backbone
+    build: Callable[[int, int | None, int, str | None], nn.Module]
     default_width: int | None  # None: the design fixes the widths (backbone.width does not apply)
     description: str
-    pools: bool = False  # whether backbone.pool applies (vision transformers)
+    pools: tuple[str, ...] = ()  # the values backbone.pool takes, a new run's default first; () = none applies
     patch: int | None = None  # a vision transformer's patch side: no crop may be smaller
 
 
@@ -38,7 +41,8 @@ def _resnet(factory: Callable[..., ResNet], small_images: bool) -> Callable[...,
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "convnet-small": BackboneSpec(lambda c, w, size, pool: ConvNet(c, w), 64, "VGG-style convnet, stride-2 stem: the fast CPU default for 28-32 px"),
+    "convnet-small": BackboneSpec(lambda c, w, size, pool: ConvNet(c, w, pool=pool or "mean"), 64,
+                                  "VGG-style convnet, stride-2 stem: the fast CPU default for 28-32 px", pools=CONVNET_POOLS),
 }
 for _depth, _factory in (("18", resnet18), ("34", resnet34), ("50", resnet50)):
     BACKBONES[f"resnet{_depth}"] = BackboneSpec(_resnet(_factory, False), 64, f"ResNet-{_depth}, ImageNet stem (7x7/2 + max-pool)")
@@ -54,8 +58,8 @@ for _name, _params in REGNETY.items():
 for _name, _size in VIT_SIZES.items():
     for _patch in (16, 4):
         BACKBONES[f"vit-{_name}" + ("-small" if _patch == 4 else "")] = BackboneSpec(
-            lambda c, w, size, pool, vit_size=_size, patch=_patch: VisionTransformer(vit_size, c, size, patch, pool), None,
-            f"ViT-{_name.capitalize()}, {_patch} px patches" + (" for 28-64 px images" if _patch == 4 else ""), pools=True,
+            lambda c, w, size, pool, vit_size=_size, patch=_patch: VisionTransformer(vit_size, c, size, patch, pool or "cls"), None,
+            f"ViT-{_name.capitalize()}, {_patch} px patches" + (" for 28-64 px images" if _patch == 4 else ""), pools=VIT_POOLS,
             patch=_patch,
         )
 
@@ -99,11 +103,21 @@ def build_backbone(name: str, in_channels: int, width: int | None = None, image_
     if width is not None and spec.default_width is None:
         raise ConfigError(f"backbone.width does not apply to {name}: its widths are the design's")
     if pool is not None and not spec.pools:
-        raise ConfigError(f"backbone.pool applies to vision transformers, not to {name}")
-    if pool is not None and pool not in POOLS:
-        raise ConfigError(f"backbone.pool: {pool!r} is not one of {', '.join(POOLS)}")
-    module = spec.build(in_channels, width or spec.default_width, image_size, pool or "cls")
+        raise ConfigError(f"backbone.pool applies to convnet-small and the vision transformers, not to {name}")
+    if pool is not None and pool not in spec.pools:
+        raise ConfigError(f"backbone.pool: {pool!r} is not one of {', '.join(spec.pools)} for {name}")
+    module = spec.build(in_channels, width or spec.default_width, image_size, pool)
     return module, module.output_dim
+
+
+def new_run_pool(name: str, pool: str | None, preferred: str | None = None) -> str | None:
+    """``backbone.pool`` of a new run: ``pool`` when set, else ``preferred`` (the method's
+    ``default_pool``: MAE's mean of patches) where the backbone offers it, else the
+    backbone's default; None for a backbone without a choice (``build_backbone`` checks)."""
+    spec = BACKBONES.get(name)
+    if pool is not None or spec is None or not spec.pools:
+        return pool
+    return preferred if preferred in spec.pools else spec.pools[0]
 
 
 def _user_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Module, int]:

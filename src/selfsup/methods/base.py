@@ -117,8 +117,9 @@ class Method(nn.Module):
     # energy(x, y) scores y's hidden part against what x's visible part predicts: the energy
     # AUC's compatible pairs are then (a view, the same view), not two views of one image.
     energy_within_view: ClassVar[bool] = False
-    # A vision transformer's pooling when backbone.pool is null: "mean" for methods that never
-    # train the [CLS] token (MAE, I-JEPA); None keeps the backbone's own ([CLS]).
+    # The backbone's pooling when backbone.pool is null, where the backbone offers it: "mean"
+    # for methods that never train a vision transformer's [CLS] token (MAE, I-JEPA); None
+    # keeps the backbone's own default.
     default_pool: ClassVar[str | None] = None
     predicts_tokens: ClassVar[bool] = False  # token_log_probabilities (language models)
     has_word_vectors: ClassVar[bool] = False  # word_vectors (static word models)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from selfsup.augment.views import RECIPES, ViewMaker, crop_size, default_eval_size, seeded_generator
-from selfsup.backbones import BACKBONES, build_backbone, design_size, uses_convolutions
+from selfsup.backbones import BACKBONES, build_backbone, design_size, new_run_pool, uses_convolutions
 from selfsup.config import Config, ConfigError
 from selfsup.data import (
     BUILTIN_SOURCES,
@@ -124,7 +124,7 @@ class ImageModality(Modality):
 
     def resolve(self, config: Config, pretrain_set: ImageSet) -> Config:
         """The augmentation recipe (the method's unless set), its crop sizes and the
-        normalisation measured on the data; the stored image shape."""
+        normalisation measured on the data; the stored image shape; the backbone's pooling."""
         recipe_name = config.augment.recipe or method_class(config.method["name"]).default_recipe
         if recipe_name not in RECIPES:
             raise ConfigError(f"augment.recipe: unknown recipe {recipe_name!r}; available: {', '.join(RECIPES)}")
@@ -161,7 +161,7 @@ class ImageModality(Modality):
             if len(value) != pretrain_set.channels:
                 raise ConfigError(f"augment.{name} has {len(value)} values but the images have {pretrain_set.channels} channels")
         data = dataclasses.replace(config.data, channels=pretrain_set.channels, size=pretrain_set.height)
-        pool = config.backbone.pool or (method_class(config.method["name"]).default_pool if spec is not None and spec.pools else None)
+        pool = new_run_pool(config.backbone.name, config.backbone.pool, method_class(config.method["name"]).default_pool)
         backbone = dataclasses.replace(config.backbone, pool=pool)
         return dataclasses.replace(config, augment=augment, data=data, backbone=backbone)
 
