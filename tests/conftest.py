@@ -53,8 +53,10 @@ def digits_folder(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
-    """Each test its own cache of measured baselines, so that none reads another's figures."""
-    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path_factory.mktemp("cache")))
+    """Each test its own cache (measured baselines, parsed corpora), so that none reads another's."""
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("SELFSUP_CACHE", str(root))
+    return root
 
 
 @pytest.fixture

@@ -1,12 +1,15 @@
-"""Figures computed once per data source and reused by later runs: the baselines' evaluation.
+"""What is computed once per data source and reused by later runs: the baselines'
+evaluation, a corpus parsed from source files.
 
 Raw pixels and the backbone at random initialisation score the same on the same data, view
 and probes whatever the method learned, so measuring them again in every run only costs
-time. :class:`BaselineCache` keeps them in one JSON file per key, under ``$SELFSUP_CACHE``
-(default ``~/.cache/selfsup``) in ``baselines/``. The key is a dict of everything the
-figures depend on (the modality says what: ``Modality.baseline_key``), with a hash of this
-package's source, so a change of code or data gives a new file rather than a stale figure.
-Files are JSON only, written atomically; one that cannot be read is ignored and measured again.
+time; the standard library's docstrings are the same until Python changes. Each is kept in
+one JSON file per key under ``$SELFSUP_CACHE`` (default ``~/.cache/selfsup``), in a folder
+per kind (:class:`BaselineCache`: ``baselines/``; :class:`CorpusCache`: ``corpora/``). The
+key is a dict of everything the contents depend on (for baselines the modality says what:
+``Modality.baseline_key``), with a hash of this package's source, so a change of code or
+data gives a new file rather than a stale one. Files are JSON only, written atomically; one
+that cannot be read is ignored and computed again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import selfsup
 from selfsup.files import write_atomic
 
-__all__ = ["BaselineCache", "cache_root", "code_digest"]
+__all__ = ["BaselineCache", "CorpusCache", "cache_root", "code_digest"]
 
 
 @lru_cache(maxsize=1)
@@ -42,25 +45,54 @@ def cache_root() -> Path:
     return Path(os.environ.get("SELFSUP_CACHE") or Path.home() / ".cache" / "selfsup").expanduser()
 
 
-class BaselineCache:
-    """The baselines' figures for one key (a JSON-able dict)."""
+class _KeyedFile:
+    """One JSON file ``{"key", "measured", <payload>}`` under ``folder``, named by a hash of the key."""
+
+    folder: str
+    payload: str
 
     def __init__(self, key: dict[str, Any], root: Path | None = None) -> None:
         self.key = {"code": code_digest(), **key}
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-        self.path = (root or cache_root()) / "baselines" / f"{digest}.json"
+        self.path = (root or cache_root()) / self.folder / f"{digest}.json"
 
-    def read(self) -> dict[str, Any] | None:
-        """``{"baselines": ..., "measured": "<UTC time>"}``, or None when absent, unreadable
-        or written for another key."""
+    def _read(self) -> dict[str, Any] | None:
         try:
             stored = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
         if not isinstance(stored, dict) or stored.get("key") != json.loads(json.dumps(self.key, default=str)):
             return None
-        return stored if isinstance(stored.get("baselines"), dict) else None
+        return stored if isinstance(stored.get(self.payload), dict) else None
+
+    def _write(self, payload: dict[str, Any]) -> None:
+        written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        write_atomic(self.path, json.dumps({"key": self.key, "measured": written, self.payload: payload}, indent=2, default=str))
+
+
+class BaselineCache(_KeyedFile):
+    """The baselines' figures for one key (a JSON-able dict)."""
+
+    folder, payload = "baselines", "baselines"
+
+    def read(self) -> dict[str, Any] | None:
+        """``{"baselines": ..., "measured": "<UTC time>"}``, or None when absent, unreadable
+        or written for another key."""
+        return self._read()
 
     def write(self, baselines: dict[str, Any]) -> None:
-        measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        write_atomic(self.path, json.dumps({"key": self.key, "measured": measured, "baselines": baselines}, indent=2, default=str))
+        self._write(baselines)
+
+
+class CorpusCache(_KeyedFile):
+    """A corpus's documents for one key: ``{"documents", "labels", "label_names", "skipped"}``."""
+
+    folder, payload = "corpora", "corpus"
+
+    def read(self) -> dict[str, Any] | None:
+        """The stored corpus fields, or None when absent, unreadable or written for another key."""
+        stored = self._read()
+        return stored["corpus"] if stored is not None else None
+
+    def write(self, corpus: dict[str, Any]) -> None:
+        self._write(corpus)

@@ -141,6 +141,23 @@ def test_stdlib_docstrings_are_deterministic(stdlib_root):
     assert first == again and first.label_names == ["json", "wsgiref"]
 
 
+def test_stdlib_docstrings_are_parsed_once_and_again_when_a_file_changes(tmp_path, monkeypatch, private_cache):
+    root = tmp_path / "lib"
+    root.mkdir()
+    module = root / "mod.py"
+    module.write_text(f'"""{LONG}"""')
+    first = stdlib_docstrings(root=root, min_class_size=1)
+    parses = []
+    parse = text_module._parse_stdlib
+    monkeypatch.setattr(text_module, "_parse_stdlib", lambda *args: parses.append(args) or parse(*args))
+    assert stdlib_docstrings(root=root, min_class_size=1) == first and parses == []  # read back
+    assert list((private_cache / "corpora").iterdir())
+    module.write_text(f'"""{LONG} Changed."""')
+    changed = stdlib_docstrings(root=root, min_class_size=1)
+    assert len(parses) == 1 and changed.documents == [f"{LONG} Changed."]
+    assert stdlib_docstrings(root=root, min_class_size=2).labels == [-1] and len(parses) == 2  # another key
+
+
 def test_stdlib_docstrings_bad_root(tmp_path):
     with pytest.raises(DataError, match=f"{tmp_path / 'missing'}"):
         stdlib_docstrings(root=tmp_path / "missing")

@@ -23,6 +23,7 @@ UTF-8, or unreadable is skipped and listed in :attr:`TextCorpus.skipped` with th
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import re
 import sysconfig
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from selfsup.cache import CorpusCache
 from selfsup.data.base import DataError
 
 __all__ = [
@@ -176,17 +178,38 @@ def stdlib_docstrings(
 
     Files that cannot be read, decoded or parsed are skipped and listed in ``skipped``.
 
+    Parsing the library takes seconds, so the result is kept in ``$SELFSUP_CACHE``
+    (:class:`selfsup.cache.CorpusCache`), keyed by the files' paths, sizes and modification
+    times and the arguments: a later run reads it back, a changed library is parsed again.
+
     Raises:
         DataError: when ``root`` is not a folder or yields no docstring.
     """
     root = Path(sysconfig.get_paths()["stdlib"] if root is None else root)
     if not root.is_dir():
         raise DataError(f"standard library folder {root} does not exist")
+    files = _stdlib_files(root)
+    listing = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        listing.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    cache = CorpusCache({"corpus": "stdlib-docs", "root": str(root), "files": listing.hexdigest(), "min_chars": min_chars,
+                         "min_class_size": min_class_size})
+    if (stored := cache.read()) is not None:
+        return TextCorpus(stored["documents"], stored["labels"], stored["label_names"], "stdlib-docs",
+                          [tuple(entry) for entry in stored["skipped"]])
+    corpus = _parse_stdlib(root, files, min_chars, min_class_size)
+    cache.write({"documents": corpus.documents, "labels": corpus.labels, "label_names": corpus.label_names, "skipped": corpus.skipped})
+    return corpus
+
+
+def _parse_stdlib(root: Path, files: list[Path], min_chars: int, min_class_size: int) -> TextCorpus:
+    """:func:`stdlib_docstrings` without the cache."""
     documents: list[str] = []
     names: list[str] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for path in _stdlib_files(root):
+    for path in files:
         try:
             docstrings = _docstrings(path)
         except _UnreadableFile as error:
