@@ -1,7 +1,7 @@
 """What a plain `selfsup pretrain --budget B` costs end to end, in each modality, against the
 allowance 1.3 x B + 60 s (training, evaluation, baselines, report and all).
 
-    python benchmarks/cost.py [--budget 60s] [--modality image,text,video] [--out DIR] [--no-write]
+    python benchmarks/cost.py [--budget 60s] [--modality image,text,video] [--out DIR] [--section NAME] [--no-write]
     python benchmarks/cost.py --collect DIR/cost.jsonl [...]
 
 Each modality runs the plain command (its default method and data) twice in a fresh cache
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--modality", default=",".join(MODALITIES), help="comma-separated")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark-cost"), help="parent folder of the runs")
     parser.add_argument("--collect", nargs="+", type=Path, metavar="JSONL", help="tabulate earlier results instead")
+    parser.add_argument("--section", help="BENCHMARKS.md section (default cost-BUDGET)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -86,7 +87,7 @@ def main() -> None:
         f"`{command}`"
     )
     if not args.no_write:
-        update_section(f"cost-{budget}", body)
+        update_section(args.section or f"cost-{budget}", body)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,17 @@ def test_a_second_run_on_the_same_data_reads_the_baselines_the_first_measured(ti
     assert "read from" not in capsys.readouterr().err
     assert third["baselines"]["random_init"] != first["baselines"]["random_init"]
     assert third["baselines"]["raw_pixels"] == first["baselines"]["raw_pixels"]
+
+
+def test_the_reports_baseline_curves_are_drawn_once(tiny_config, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    runs.pretrain(tiny_config("train.epochs=1", f"out={run_dir}"))
+    run = runs.load_run(run_dir)
+    modality = runs.modality_of(run.config)
+    _, train, test = modality.load_data(run.config, run_dir)
+    view_maker = modality.build_view_maker(run.config)
+    first = runs.report_data(run.method, view_maker, run.config, train, test, run.device)
+    monkeypatch.setattr(runs, "build_model", lambda config: (_ for _ in ()).throw(AssertionError("random init rebuilt")))
+    again = runs.report_data(run.method, view_maker, run.config, train, test, run.device)
+    assert set(again["fewshot"]) == {"run", "raw_pixels", "random_init"}
+    assert again["fewshot"] == json.loads(json.dumps(first["fewshot"]))

@@ -401,10 +401,21 @@ def report_input(run_dir: Path, data: dict[str, Any] | None = None, fill_mask: l
 def report_data(method: Method, view_maker, config: Config, eval_train: SampleSet, eval_test: SampleSet,
                 device: torch.device) -> dict[str, Any] | None:
     """What the report draws beyond the run's files (image runs): few-shot curve, energies,
-    retrieval, 2-D map, spectrum. ``build_model`` rebuilds the same random-init weights."""
-    if modality_of(config).name != "image":
+    retrieval, 2-D map, spectrum. ``build_model`` rebuilds the same random-init weights. The
+    raw-pixel and random-init few-shot curves are the baselines' and kept as they are (under
+    the baseline key): a later run on the same data reads them back instead of drawing them."""
+    modality = modality_of(config)
+    if modality.name != "image":
         return None
-    return image_report_data(method, view_maker, eval_train, eval_test, device, random_init=build_model(config))
+    key = modality.baseline_key(config, method, eval_train, eval_test) if config.eval.baselines else None
+    cache = BaselineCache({**key, "figures": "report"}) if key is not None else None
+    cached = cache.read() if cache is not None else None
+    if cached is not None:
+        return image_report_data(method, view_maker, eval_train, eval_test, device, baseline_curves=cached["baselines"])
+    data = image_report_data(method, view_maker, eval_train, eval_test, device, random_init=build_model(config))
+    if cache is not None and "fewshot" in data:
+        cache.write({name: curve for name, curve in data["fewshot"].items() if name != "run"})
+    return data
 
 
 def write_report(run_dir: Path, data: dict[str, Any] | None, fill_mask: list[dict[str, Any]] | None = None) -> Path:

@@ -85,6 +85,20 @@ def _tsne(features: torch.Tensor, seed: int) -> list[list[float]]:
     return tsne.fit_transform(features.double().numpy()).tolist()
 
 
+def _baseline_curves(train: ImageSet, test: ImageSet, num_classes: int, seeds: int, random_init: Method | None,
+                     features, device: torch.device, channels_last: bool) -> dict[str, dict[str, list[float]]]:
+    """The few-shot curves of raw pixels and, when given, the backbone at random init."""
+    curves = {"raw_pixels": _fewshot_curve(raw_pixel_features(train.images), train.labels, raw_pixel_features(test.images),
+                                           test.labels, num_classes, seeds)}
+    if random_init is not None:
+        random_init.to(device).eval()
+        if channels_last:
+            random_init.to(memory_format=torch.channels_last)
+        curves["random_init"] = _fewshot_curve(features(random_init.embed, train.images), train.labels,
+                                               features(random_init.embed, test.images), test.labels, num_classes, seeds)
+    return curves
+
+
 @torch.no_grad()
 def image_report_data(
     method: Method,
@@ -97,9 +111,12 @@ def image_report_data(
     max_points: int = 1000,
     max_train: int = 5000,
     fewshot_seeds: int = 2,
+    baseline_curves: dict[str, dict] | None = None,
 ) -> dict:
     """What the HTML report of an image run draws, measured on at most ``max_points``
     held-out images and ``max_train`` training images (``method`` is put in eval mode).
+    ``baseline_curves`` (``{"raw_pixels" | "random_init": curve}`` of an earlier run on the
+    same data and backbone) replaces drawing those curves again; ``random_init`` is then unused.
 
     Returns a dict; keys are absent where the data cannot give them (no labels, no test
     split, no prototypes):
@@ -143,14 +160,10 @@ def image_report_data(
     test_lx = test_x[points.labels >= 0]
 
     curves = {"run": _fewshot_curve(train_x, train_l.labels, test_lx, test_l.labels, num_classes, fewshot_seeds)}
-    curves["raw_pixels"] = _fewshot_curve(raw_pixel_features(train_l.images), train_l.labels, raw_pixel_features(test_l.images),
-                                          test_l.labels, num_classes, fewshot_seeds)
-    if random_init is not None:
-        random_init.to(device).eval()
-        if channels_last:
-            random_init.to(memory_format=torch.channels_last)
-        curves["random_init"] = _fewshot_curve(features(random_init.embed, train_l.images), train_l.labels,
-                                               features(random_init.embed, test_l.images), test_l.labels, num_classes, fewshot_seeds)
+    if baseline_curves is not None:
+        curves.update(baseline_curves)
+    else:
+        curves.update(_baseline_curves(train_l, test_l, num_classes, fewshot_seeds, random_init, features, device, channels_last))
     data["fewshot"] = curves
 
     # Retrieval: the first queries of the (shuffled) held-out sample, nearest train images by cosine.
