@@ -282,13 +282,13 @@ def _assert_same_final_weights(reference, other):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 480 KiB tmpfs (room for two checkpoints of the tiny run, not three); skipped where
+    """A 600 KiB tmpfs (room for two checkpoints of the tiny run, about 244 KiB each, not three); skipped where
     this user may not mount one."""
     disk = tmp_path / "disk"
     disk.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command here")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=480k", "tmpfs", str(disk)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:

