@@ -68,6 +68,17 @@ def update_section(name: str, body: str) -> None:
     BENCHMARKS_FILE.write_text(text)
 
 
+def percent(value: float | None) -> str:
+    """A fraction as a table cell in %, one decimal; "-" where there is none."""
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def probe_cells(metrics: dict) -> list[str]:
+    """kNN (k=20), linear, 1-, 10- and 100-shot cells of an evaluation's accuracy metrics."""
+    fewshot = metrics["fewshot"]
+    return [percent(metrics["knn_top1"]), percent(metrics["linear_top1"]), *(percent(fewshot[k]) for k in ("1", "10", "100"))]
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

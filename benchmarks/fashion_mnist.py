@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import add_budget_run_arguments, machine, markdown_table, update_section
+from common import add_budget_run_arguments, machine, markdown_table, percent, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
@@ -42,10 +42,6 @@ from selfsup.methods import METHODS, method_class
 DIAGNOSTIC_METHODS = ("siamese-naive",)
 RAW_PIXELS_REFERENCE = {"knn_top1": 0.846, "linear_top1": 0.844, "fewshot": {"1": 0.499, "10": 0.701, "100": 0.791}}
 HEADER = ["features", "kNN k=20", "kNN k=200", "linear", "1-shot", "10-shot", "100-shot", "energy AUC", "eff. rank", "img/s", "steps"]
-
-
-def percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def row(name: str, metrics: dict, summary: dict | None = None) -> list[str]:

@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from common import add_budget_run_arguments, machine, markdown_table, update_section
+from common import add_budget_run_arguments, machine, markdown_table, percent, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
@@ -36,10 +36,6 @@ SHARDS = Path("runs/fashion-mnist-shards")
 FIGURES = Path(__file__).resolve().parent / "figures"
 HEADER = ["method", "kNN k=20", "linear", "1-shot", "10-shot", "100-shot", f"fine-tuned ({FINETUNE_LABELS}/class)", "energy AUC",
           "steps"]
-
-
-def percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def row(name: str, metrics: dict, summary: dict | None = None) -> list[str]:

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from common import machine, markdown_table, update_section
+from common import machine, markdown_table, probe_cells, update_section
 
 from selfsup import runs
 from selfsup.backbones import build_backbone
@@ -29,15 +29,6 @@ from selfsup.modalities import modality_of
 HEADER = ["encoder", "pool", "dim", "kNN k=20", "linear", "1-shot", "10-shot", "100-shot"]
 
 
-def percent(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def metric_cells(metrics: dict) -> list[str]:
-    fewshot = metrics["fewshot"]
-    return [percent(metrics["knn_top1"]), percent(metrics["linear_top1"]), *(percent(fewshot[k]) for k in ("1", "10", "100"))]
-
-
 def read_with(backbone: torch.nn.Module, pool: str, config, train, test, view_maker, device: torch.device) -> list[str]:
     """``backbone``'s weights in a backbone of the same configuration pooled by ``pool``, probed."""
     pooled, dim = build_backbone(config.backbone.name, config.data.channels, config.backbone.width, config.data.size, pool)
@@ -45,7 +36,7 @@ def read_with(backbone: torch.nn.Module, pool: str, config, train, test, view_ma
     pooled.to(device).eval().to(memory_format=torch.channels_last)
     train_x = encode(pooled, train.images, view_maker, device, channels_last=True)
     test_x = encode(pooled, test.images, view_maker, device, channels_last=True)
-    return [pool, str(dim), *metric_cells(split_accuracy_metrics(train_x, train, test_x, test, config.eval.fewshot_seeds))]
+    return [pool, str(dim), *probe_cells(split_accuracy_metrics(train_x, train, test_x, test, config.eval.fewshot_seeds))]
 
 
 def main() -> None:
@@ -74,7 +65,7 @@ def main() -> None:
             print(" | ".join(rows[-1]), flush=True)
     pixels = split_accuracy_metrics(raw_pixel_features(train.images), train, raw_pixel_features(test.images), test,
                                     first.config.eval.fewshot_seeds)
-    rows.append(["raw pixels", "-", str(train.images[0].numel()), *metric_cells(pixels)])
+    rows.append(["raw pixels", "-", str(train.images[0].numel()), *probe_cells(pixels)])
 
     markdown = markdown_table(HEADER, rows)
     config = first.config

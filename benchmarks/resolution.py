@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import add_budget_run_arguments, machine, markdown_table, update_section
+from common import add_budget_run_arguments, machine, markdown_table, probe_cells, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
@@ -32,10 +32,6 @@ from selfsup.evaluate.protocol import split_accuracy_metrics
 from selfsup.modalities import modality_of
 
 HEADER = ["crops", "read at", "kNN k=20", "linear", "1-shot", "10-shot", "100-shot", "steps"]
-
-
-def percent(value: float) -> str:
-    return f"{100 * value:.1f}"
 
 
 def train_one(crop: int, budget: str, out: Path, overrides: list[str]) -> Path:
@@ -62,9 +58,7 @@ def rows_of(run_dir: Path, eval_sizes: list[int]) -> list[list[str]]:
         train_x = encode(method.embed, train.images, view_maker, run.device, channels_last)
         test_x = encode(method.embed, test.images, view_maker, run.device, channels_last)
         metrics = split_accuracy_metrics(train_x, train, test_x, test, run.config.eval.fewshot_seeds)
-        fewshot = metrics["fewshot"]
-        rows.append([f"{crop} px", f"{size} px", percent(metrics["knn_top1"]), percent(metrics["linear_top1"]),
-                     *(percent(fewshot[k]) for k in ("1", "10", "100")), str(steps)])
+        rows.append([f"{crop} px", f"{size} px", *probe_cells(metrics), str(steps)])
         print(" | ".join(rows[-1]), flush=True)
     return rows
 

@@ -40,6 +40,7 @@ from common import (
     machine,
     markdown_table,
     peak_matmul_flops,
+    percent,
     synchronize,
     update_section,
 )
@@ -115,10 +116,6 @@ def masked_accuracy(model, step_kind: str, batches: list) -> float:
         count += int(selected.sum())
     model.train()
     return correct / max(1, count)
-
-
-def percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def quality(budget: str, method: str, out: Path, overrides: list[str], write: bool) -> None:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import add_budget_run_arguments, machine, markdown_table, update_section
+from common import add_budget_run_arguments, machine, markdown_table, percent, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
@@ -46,10 +46,6 @@ MODELS = {
 FIGURES = Path(__file__).resolve().parent / "figures"
 HEADER = ["model", "AUC other clip", "AUC reversed", "AUC shifted", "best-of-1", "best-of-5", "best-of-20", "diversity",
           "kNN k=20", "linear", "10-shot", "steps (epochs)"]
-
-
-def percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def model_label(run_dir: Path) -> str:
