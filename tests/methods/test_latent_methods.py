@@ -91,6 +91,17 @@ def test_z_dim_zero_is_the_plain_predictor(views):
     assert (samples == plain.detach().unsqueeze(1)).all()  # one future, whatever the sample
 
 
+def test_context_features_computed_once_decode_as_the_context_image(views):
+    past, _ = views
+    lvp = model()
+    context = past[:, -2:].flatten(1, 2)
+    code = torch.randn(len(past), 32 + lvp.z_dim, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(lvp.decoder(code, skips=lvp.decoder.context_features(context)), lvp.decoder(code, context))
+    # Training decodes through the features computed once and still teaches the trunk that makes them.
+    lvp(list(views)).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lvp.decoder.context.parameters())
+
+
 def test_samples_differ_across_latents_and_repeat_for_the_same_latents(views):
     past, _ = views
     lvp = model(regularizer="kl")  # samples from the prior

@@ -120,13 +120,24 @@ class FrameDecoder(nn.Module):
             nn.ConvTranspose2d(width + skip[2], frames * channels, 4, stride=2, padding=1),
         ])
 
-    def forward(self, code: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def context_features(self, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The skip connections' features of a context image [B, context_channels, size, size],
+        finest first; () without a context. They do not depend on the code, so a caller that
+        decodes many codes against one context (latent inference, sampled futures) computes
+        them once."""
+        skips = []
+        for stage in getattr(self, "context", ()):
+            context = stage(context)
+            skips.append(context)
+        return tuple(skips)
+
+    def forward(self, code: torch.Tensor, context: torch.Tensor | None = None,
+                skips: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """Frames from ``code``, reading the context image or its :meth:`context_features`."""
         x = self.expand(code).view(len(code), -1, self.base, self.base)
-        if context is not None:
-            skips = []
-            for stage in self.context:
-                context = stage(context)
-                skips.append(context)
+        if skips is None and context is not None:
+            skips = self.context_features(context)
+        if skips:
             for stage, skip in zip(self.up, reversed(skips)):
                 x = stage(torch.cat([x, skip], dim=1))
         else:

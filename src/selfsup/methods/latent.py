@@ -25,17 +25,19 @@ CONTEXT_FRAMES = 2  # past frames the decoder sees directly: appearance and the 
 
 
 class Condition(NamedTuple):
-    """What the decoder knows of the past x: h = Pred(Enc(x)) [B, hidden] and the last past
-    frames [B, CONTEXT_FRAMES x C, H, W], both already scaled by the conditioning c."""
+    """What the decoder knows of the past x: h = Pred(Enc(x)) [B, hidden] and the decoder's
+    features of the last past frames (its skip connections, finest first), both computed
+    from x already scaled by the conditioning c. They do not depend on z, so inference and
+    sampling decode many latents against one Condition without recomputing them."""
 
     h: torch.Tensor
-    frames: torch.Tensor
+    skips: tuple[torch.Tensor, ...]
 
     def detach(self) -> Condition:
-        return Condition(self.h.detach(), self.frames.detach())
+        return Condition(self.h.detach(), tuple(s.detach() for s in self.skips))
 
     def repeat_interleave(self, repeats: int) -> Condition:
-        return Condition(self.h.repeat_interleave(repeats, dim=0), self.frames.repeat_interleave(repeats, dim=0))
+        return Condition(self.h.repeat_interleave(repeats, dim=0), tuple(s.repeat_interleave(repeats, dim=0) for s in self.skips))
 
 
 class LatentRegularizer:
@@ -254,14 +256,15 @@ class LatentVariablePredictor(Method):
 
     # ------------------------------------------------------------------ the energy
     def represent(self, past: torch.Tensor) -> Condition:
-        """What the decoder reads of the past frames [B, Tin, C, H, W]: c * Pred(Enc(x)) and c
-        times the last past frames."""
+        """What the decoder reads of the past frames [B, Tin, C, H, W]: c * Pred(Enc(x)) and
+        its skip connections' features of c times the last past frames."""
         h = self.predictor(self.backbone(past).flatten(1))
-        return Condition(self.conditioning * h, self.conditioning * past[:, -self.context_frames :].flatten(1, 2))
+        context = self.conditioning * past[:, -self.context_frames :].flatten(1, 2)
+        return Condition(self.conditioning * h, self.decoder.context_features(context))
 
     def decode(self, condition: Condition, z: torch.Tensor) -> torch.Tensor:
         """Dec(condition, z): predicted future frames [B, Tout, C, H, W] in [0, 1]."""
-        return self.decoder(torch.cat([condition.h, z], dim=1), condition.frames)
+        return self.decoder(torch.cat([condition.h, z], dim=1), skips=condition.skips)
 
     def regularization(self, z: torch.Tensor, log_variance: torch.Tensor | None = None) -> torch.Tensor:
         """R(z) [B] (unweighted)."""
