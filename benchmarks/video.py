@@ -1,7 +1,7 @@
 """Models of continuations on moving sprites after a fixed wall-clock training budget.
 
     python benchmarks/video.py --budget 15m [--model lvp,plain,gan,jepa | all] [key=value ...]
-    python benchmarks/video.py --collect RUN_DIR [RUN_DIR ...]
+    python benchmarks/video.py [--section NAME] --collect RUN_DIR [RUN_DIR ...]
 
 The four models of the latent-variable family, each pretrained for the same budget on the
 same clips with its defaults (overrides apply to all):
@@ -16,7 +16,8 @@ Tabulates, for each run: the energy AUC of the true continuation against another
 the reversed and the shifted one; best-of-K error for K = 1, 5, 20 and the samples'
 diversity; kNN / linear / few-shot accuracy of the encoder's features on the sprite class
 beside raw pixels and random init; steps. The runs' ``predictions.png`` are copied to
-``benchmarks/figures/video-<model>.png`` and linked under the table in BENCHMARKS.md.
+``benchmarks/figures/video-<model>.png`` (``<section>-<model>.png`` with ``--section``) and
+linked under the table in BENCHMARKS.md.
 
 ``--collect`` builds the table from finished run directories instead, so that the models
 can be trained in separate processes (one per core) and shown together.
@@ -36,6 +37,7 @@ from common import add_budget_run_arguments, machine, markdown_table, percent, u
 from selfsup import config as config_module
 from selfsup import runs
 from selfsup.config import Config
+from selfsup.methods import method_class
 
 MODELS = {
     "lvp": ["method.name=lvp"],
@@ -49,14 +51,19 @@ HEADER = ["model", "AUC other clip", "AUC reversed", "AUC shifted", "best-of-1",
 
 
 def model_label(run_dir: Path) -> str:
-    options = config_module.load(run_dir / runs.CONFIG_FILE).method
+    """The model and, for the latent-variable family, the options an ablation varies (the
+    learning rate only where it is not the method's own)."""
+    config = config_module.load(run_dir / runs.CONFIG_FILE)
+    options = config.method
+    lr = "" if config.train.lr == method_class(options["name"]).train_recipe["lr"] else f", lr {config.train.lr:g}"
     if options["name"] != "lvp":
-        return options["name"]
+        return options["name"] + (f" ({lr[2:]})" if lr else "")
     if options["z_dim"] == 0:
-        return "plain (lvp, z_dim=0)"
+        return f"plain (lvp, z_dim=0{lr})"
     if options["conditioning"] == 0:
-        return "gan (lvp, conditioning=0)"
-    return f"lvp ({options['regularizer']}, z_dim={options['z_dim']})"
+        return f"gan (lvp, conditioning=0{lr})"
+    return (f"lvp ({options['regularizer']}, z_dim={options['z_dim']}, λ={options['regularizer_weight']:g}, "
+            f"{options['inference_steps']} inference steps{lr})")
 
 
 def row(name: str, metrics: dict, summary: dict | None = None) -> list[str]:
@@ -84,10 +91,10 @@ def pretrain_all(names: list[str], budget: str, out: Path, overrides: list[str])
     return run_dirs
 
 
-def table(run_dirs: list[Path]) -> tuple[str, list[str]]:
+def table(run_dirs: list[Path], figure_prefix: str = "video") -> tuple[str, list[str]]:
     """The markdown table of the runs (baselines from the first run that measured them) and
-    the figure links."""
-    rows, figures, baselines = [], [], None
+    the figure links (``<figure_prefix>-<model>[-<n>].png``)."""
+    rows, figures, baselines, names = [], [], None, set()
     for run_dir in run_dirs:
         summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
         label = model_label(run_dir)
@@ -95,7 +102,13 @@ def table(run_dirs: list[Path]) -> tuple[str, list[str]]:
         baselines = baselines or summary.get("baselines")
         if summary.get("predictions"):
             FIGURES.mkdir(exist_ok=True)
-            figure = FIGURES / f"video-{label.split(' ')[0]}.png"
+            stem = f"{figure_prefix}-{label.split(' ')[0]}"
+            name, n = stem, 1
+            while name in names:  # several runs of one model (an ablation): -2, -3, ...
+                n += 1
+                name = f"{stem}-{n}"
+            names.add(name)
+            figure = FIGURES / f"{name}.png"
             shutil.copyfile(summary["predictions"], figure)
             figures.append(f"[{label}](benchmarks/figures/{figure.name})")
     for name, metrics in (baselines or {}).items():
@@ -106,13 +119,15 @@ def table(run_dirs: list[Path]) -> tuple[str, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all", help=f"comma-separated among {', '.join(MODELS)}, or 'all'")
+    parser.add_argument("--section", help="BENCHMARKS.md section and figure-name prefix (default video-DEVICE-BUDGET, figures video-MODEL)")
     add_budget_run_arguments(parser, out="runs/benchmark-video")
     args = parser.parse_args()
 
     if args.collect:
         run_dirs = args.collect
         budget = config_module.load(run_dirs[0] / runs.CONFIG_FILE).train.budget
-        command = "python benchmarks/video.py --collect " + " ".join(f"runs/{d.parent.name}/{d.name}" for d in run_dirs)
+        command = "python benchmarks/video.py " + (f"--section {args.section} " if args.section else "") + "--collect " + " ".join(
+            f"runs/{d.parent.name}/{d.name}" for d in run_dirs)
     else:
         names = list(MODELS) if args.model == "all" else args.model.split(",")
         unknown = [n for n in names if n not in MODELS]
@@ -122,7 +137,7 @@ def main() -> None:
         budget = args.budget
         command = f"python benchmarks/video.py --budget {args.budget} --model {args.model}" + "".join(f" {o}" for o in args.overrides)
 
-    markdown, figures = table(run_dirs)
+    markdown, figures = table(run_dirs, args.section or "video")
     config = config_module.load(run_dirs[0] / runs.CONFIG_FILE)
     video = config.video
     body = (
@@ -138,7 +153,7 @@ def main() -> None:
     print(markdown)
     if not args.no_write:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        update_section(f"video-{device}-{budget}", body)
+        update_section(args.section or f"video-{device}-{budget}", body)
 
 
 if __name__ == "__main__":
