@@ -91,16 +91,16 @@ def pretrain_all(names: list[str], budget: str, out: Path, overrides: list[str])
     return run_dirs
 
 
-def table(run_dirs: list[Path], figure_prefix: str = "video") -> tuple[str, list[str]]:
+def table(run_dirs: list[Path], figure_prefix: str | None = "video") -> tuple[str, list[str]]:
     """The markdown table of the runs (baselines from the first run that measured them) and
-    the figure links (``<figure_prefix>-<model>[-<n>].png``)."""
+    the figure links (``<figure_prefix>-<model>[-<n>].png``; none without a prefix)."""
     rows, figures, baselines, names = [], [], None, set()
     for run_dir in run_dirs:
         summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
         label = model_label(run_dir)
         rows.append(row(label, summary, summary))
         baselines = baselines or summary.get("baselines")
-        if summary.get("predictions"):
+        if figure_prefix and summary.get("predictions"):
             FIGURES.mkdir(exist_ok=True)
             stem = f"{figure_prefix}-{label.split(' ')[0]}"
             name, n = stem, 1
@@ -120,13 +120,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all", help=f"comma-separated among {', '.join(MODELS)}, or 'all'")
     parser.add_argument("--section", help="BENCHMARKS.md section and figure-name prefix (default video-DEVICE-BUDGET, figures video-MODEL)")
+    parser.add_argument("--no-figures", action="store_true", help="the table only (an ablation's many runs)")
     add_budget_run_arguments(parser, out="runs/benchmark-video")
     args = parser.parse_args()
 
     if args.collect:
         run_dirs = args.collect
         budget = config_module.load(run_dirs[0] / runs.CONFIG_FILE).train.budget
-        command = "python benchmarks/video.py " + (f"--section {args.section} " if args.section else "") + "--collect " + " ".join(
+        options = (f"--section {args.section} " if args.section else "") + ("--no-figures " if args.no_figures else "")
+        command = "python benchmarks/video.py " + options + "--collect " + " ".join(
             f"runs/{d.parent.name}/{d.name}" for d in run_dirs)
     else:
         names = list(MODELS) if args.model == "all" else args.model.split(",")
@@ -137,7 +139,7 @@ def main() -> None:
         budget = args.budget
         command = f"python benchmarks/video.py --budget {args.budget} --model {args.model}" + "".join(f" {o}" for o in args.overrides)
 
-    markdown, figures = table(run_dirs, args.section or "video")
+    markdown, figures = table(run_dirs, None if args.no_figures else args.section or "video")
     config = config_module.load(run_dirs[0] / runs.CONFIG_FILE)
     video = config.video
     body = (
@@ -147,8 +149,9 @@ def main() -> None:
         f"held-out sprites. Energy AUC: P(F(x, true continuation) < F(x, wrong one)). Best-of-K: smallest per-pixel "
         f"squared error among K sampled futures; diversity: mean squared difference between two samples. Probes: "
         f"accuracy in % on the sprite class from the encoder's features of the past frames.\n\n{markdown}\n\n"
-        f"Predicted futures (per clip: past and true future on top, one sampled future per row): {', '.join(figures) or '-'}"
-        f"\n\n`{command}`"
+        + (f"Predicted futures (per clip: past and true future on top, one sampled future per row): {', '.join(figures) or '-'}\n\n"
+           if not args.no_figures else "")
+        + f"`{command}`"
     )
     print(markdown)
     if not args.no_write:
