@@ -85,7 +85,7 @@ class BaselineCache(_KeyedFile):
 
 
 class CorpusCache(_KeyedFile):
-    """A corpus's documents for one key: ``{"documents", "labels", "label_names", "skipped"}``."""
+    """A corpus for one key: the fields of a ``TextCorpus`` as JSON."""
 
     folder, payload = "corpora", "corpus"
 

@@ -30,7 +30,7 @@ import sysconfig
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -196,10 +196,9 @@ def stdlib_docstrings(
     cache = CorpusCache({"corpus": "stdlib-docs", "root": str(root), "files": listing.hexdigest(), "min_chars": min_chars,
                          "min_class_size": min_class_size})
     if (stored := cache.read()) is not None:
-        return TextCorpus(stored["documents"], stored["labels"], stored["label_names"], "stdlib-docs",
-                          [tuple(entry) for entry in stored["skipped"]])
+        return TextCorpus(**{**stored, "skipped": [tuple(entry) for entry in stored["skipped"]]})  # JSON keeps lists
     corpus = _parse_stdlib(root, files, min_chars, min_class_size)
-    cache.write({"documents": corpus.documents, "labels": corpus.labels, "label_names": corpus.label_names, "skipped": corpus.skipped})
+    cache.write(asdict(corpus))
     return corpus
 
 
