@@ -1,8 +1,11 @@
-"""Shared pieces of the benchmark scripts: the machine, its measured peak, BENCHMARKS.md."""
+"""Shared pieces of the benchmark scripts: the machine, its measured peak, BENCHMARKS.md, the
+summary table of image runs."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import re
@@ -10,6 +13,9 @@ import time
 from pathlib import Path
 
 import torch
+
+from selfsup import config as config_module
+from selfsup import runs
 
 BENCHMARKS_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -74,9 +80,85 @@ def percent(value: float | None) -> str:
 
 
 def probe_cells(metrics: dict) -> list[str]:
-    """kNN (k=20), linear, 1-, 10- and 100-shot cells of an evaluation's accuracy metrics."""
-    fewshot = metrics["fewshot"]
-    return [percent(metrics["knn_top1"]), percent(metrics["linear_top1"]), *(percent(fewshot[k]) for k in ("1", "10", "100"))]
+    """kNN (k=20), linear, 1-, 10- and 100-shot cells of an evaluation's accuracy metrics ("-" where missing)."""
+    fewshot = metrics.get("fewshot", {})
+    return [percent(metrics.get("knn_top1")), percent(metrics.get("linear_top1")), *(percent(fewshot.get(k)) for k in ("1", "10", "100"))]
+
+
+SUMMARY_HEADER = ["features", "kNN k=20", "kNN k=200", "linear", "1-shot", "10-shot", "100-shot", "energy AUC", "eff. rank",
+                  "img/s", "steps"]
+
+
+def summary_row(name: str, metrics: dict, summary: dict | None = None) -> list[str]:
+    """A row of :data:`SUMMARY_HEADER`: the probes of ``metrics`` and, for a trained run, its
+    diagnostics and pace from ``summary`` (a baseline's row leaves them "-")."""
+    cells = probe_cells(metrics)
+    cells = [name, cells[0], percent(metrics.get("knn200_top1")), *cells[1:]]
+    if summary is None:
+        return cells + ["-", "-", "-", "-"]
+    collapse = summary["collapse"]
+    return cells + [
+        f"{summary['energy_auc']:.3f}" + (" (collapsed)" if collapse["collapsed"] else ""),
+        f"{collapse['effective_rank']:.1f}",
+        f"{summary['images_per_second']:,.0f}",
+        f"{summary['steps']} ({summary['epochs']:.1f} ep)",
+    ]
+
+
+def run_label(run_dir: Path, settings: dict[str, object] | None = None) -> str:
+    """The row name of a run: the method, for semi-supervised ones the labels it saw, and
+    the ``settings`` that tell it from the other runs of its table."""
+    options = config_module.load(run_dir / runs.CONFIG_FILE).method
+    labels = options.get("labels_per_class")
+    details = ([f"{labels} labels/class"] if labels else []) + [f"{key}={value}" for key, value in (settings or {}).items()]
+    return options["name"] + (f" ({', '.join(details)})" if details else "")
+
+
+def flat_config(run_dir: Path) -> dict[str, object]:
+    """A run's resolved configuration as ``{"section.key": value}``."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            flat[prefix] = value
+
+    walk("", dataclasses.asdict(config_module.load(run_dir / runs.CONFIG_FILE)))
+    return flat
+
+
+def distinguishing_settings(run_dirs: list[Path]) -> list[dict[str, object]]:
+    """Per run, the settings in which it differs from the first run of its method in the
+    list (the ablation a table shows; the output folder aside). The first run of each method
+    gets none."""
+    configs = [flat_config(run_dir) for run_dir in run_dirs]
+    firsts: dict[object, dict[str, object]] = {}
+    settings: list[dict[str, object]] = []
+    for config in configs:
+        first = firsts.setdefault(config["method.name"], config)
+        settings.append({key: value for key, value in config.items() if key != "out" and first.get(key) != value})
+    return settings
+
+
+def summary_table(run_dirs: list[Path], reference: tuple[str, dict] | None = None) -> tuple[str, dict]:
+    """The markdown table of finished image runs, with the baselines of the first run that
+    measured them (and a published ``reference`` row of raw pixels, if given); also the first
+    run's summary. Runs of one method are told apart by the settings that differ between them."""
+    rows, baselines, first = [], None, None
+    for run_dir, settings in zip(run_dirs, distinguishing_settings(run_dirs)):
+        summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
+        first = first or summary
+        rows.append(summary_row(run_label(run_dir, settings), summary, summary))
+        baselines = baselines or summary.get("baselines")
+    if baselines is None:
+        raise SystemExit("none of the runs measured the baselines (eval.baselines=true)")
+    rows.append(summary_row("raw pixels (measured here)", baselines["raw_pixels"]))
+    if reference is not None:
+        rows.append(summary_row(*reference))
+    rows.append(summary_row(f"random init ({first['backbone']})", baselines["random_init"]))
+    return markdown_table(SUMMARY_HEADER, rows), first
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

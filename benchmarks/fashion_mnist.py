@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import add_budget_run_arguments, machine, markdown_table, percent, update_section
+from common import add_budget_run_arguments, machine, markdown_table, percent, probe_cells, summary_table, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
@@ -41,31 +41,6 @@ from selfsup.methods import METHODS, method_class
 # Methods that exist to be flagged (collapse examples), not to be picked.
 DIAGNOSTIC_METHODS = ("siamese-naive",)
 RAW_PIXELS_REFERENCE = {"knn_top1": 0.846, "linear_top1": 0.844, "fewshot": {"1": 0.499, "10": 0.701, "100": 0.791}}
-HEADER = ["features", "kNN k=20", "kNN k=200", "linear", "1-shot", "10-shot", "100-shot", "energy AUC", "eff. rank", "img/s", "steps"]
-
-
-def row(name: str, metrics: dict, summary: dict | None = None) -> list[str]:
-    fewshot = metrics.get("fewshot", {})
-    cells = [name, percent(metrics.get("knn_top1")), percent(metrics.get("knn200_top1")), percent(metrics.get("linear_top1"))]
-    cells += [percent(fewshot.get(k)) for k in ("1", "10", "100")]
-    if summary is None:
-        return cells + ["-", "-", "-", "-"]
-    collapse = summary["collapse"]
-    return cells + [
-        f"{summary['energy_auc']:.3f}" + (" (collapsed)" if collapse["collapsed"] else ""),
-        f"{collapse['effective_rank']:.1f}",
-        f"{summary['images_per_second']:,.0f}",
-        f"{summary['steps']} ({summary['epochs']:.1f} ep)",
-    ]
-
-
-def run_label(run_dir: Path) -> str:
-    """The row name of a run: the method, and for semi-supervised ones the labels it saw."""
-    options = config_module.load(run_dir / runs.CONFIG_FILE).method
-    labels = options.get("labels_per_class")
-    return options["name"] + (f" ({labels} labels/class)" if labels else "")
-
-
 def pretrain_all(names: list[str], labels_per_class: list[int], budget: str, out: Path, overrides: list[str]) -> list[Path]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dirs: list[Path] = []
@@ -85,22 +60,6 @@ def pretrain_all(names: list[str], labels_per_class: list[int], budget: str, out
             print(json.dumps({k: summary[k] for k in ("method", "knn_top1", "linear_top1", "fewshot", "energy_auc")}))
             run_dirs.append(run_dir)
     return run_dirs
-
-
-def table(run_dirs: list[Path]) -> tuple[str, dict]:
-    """The markdown table of the runs, with the baselines of the first run that measured them."""
-    rows, baselines, first = [], None, None
-    for run_dir in run_dirs:
-        summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
-        first = first or summary
-        rows.append(row(run_label(run_dir), summary, summary))
-        baselines = baselines or summary.get("baselines")
-    if baselines is None:
-        raise SystemExit("none of the runs measured the baselines (eval.baselines=true)")
-    rows.append(row("raw pixels (measured here)", baselines["raw_pixels"]))
-    rows.append(row("raw pixels (DESIGN.md reference)", RAW_PIXELS_REFERENCE))
-    rows.append(row(f"random init ({first['backbone']})", baselines["random_init"]))
-    return markdown_table(HEADER, rows), first
 
 
 CURVE_HEADER = ["budget", "kNN k=20", "linear", "1-shot", "10-shot", "100-shot", "supervised", "linear / supervised",
@@ -129,12 +88,6 @@ def curve_runs(budgets: list[str], part: str | None, out: Path, overrides: list[
             path.write_text(json.dumps(result, indent=2))
             paths.append(path)
     return paths
-
-
-def probe_cells(metrics: dict) -> list[str]:
-    """kNN (k=20), linear, 1-, 10- and 100-shot of :func:`row`."""
-    cells = row("", metrics)
-    return [cells[1], *cells[3:7]]
 
 
 def curve_table(paths: list[Path]) -> tuple[str, dict]:
@@ -221,7 +174,7 @@ def main() -> None:
         budget, method = args.budget, args.method
         command = f"python benchmarks/fashion_mnist.py --budget {args.budget} --method {args.method}" + "".join(f" {o}" for o in args.overrides)
 
-    markdown, first = table(run_dirs)
+    markdown, first = summary_table(run_dirs, reference=("raw pixels (DESIGN.md reference)", RAW_PIXELS_REFERENCE))
     config = config_module.load(run_dirs[0] / runs.CONFIG_FILE)
     body = (
         f"Machine: {machine()}. Budget {budget} of training per method (evaluation excluded), "

@@ -118,7 +118,7 @@ def masked_accuracy(model, step_kind: str, batches: list) -> float:
     return correct / max(1, count)
 
 
-def quality(budget: str, method: str, out: Path, overrides: list[str], write: bool) -> None:
+def quality(budget: str, method: str, out: Path, overrides: list[str], write: bool, section: str | None) -> None:
     run_dir = out / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
     config = config_module.apply_overrides(
         Config(), [f"method.name={method}", "data.source=stdlib-docs", f"train.budget={budget}", f"out={run_dir}", *overrides],
@@ -147,7 +147,7 @@ def quality(budget: str, method: str, out: Path, overrides: list[str], write: bo
     print(body)
     if write:
         variant = "".join("-" + o.replace("=", "-") for o in overrides)
-        update_section(f"text-quality-{'cuda' if torch.cuda.is_available() else 'cpu'}-{method}-{budget}{variant}", body)
+        update_section(section or f"text-quality-{'cuda' if torch.cuda.is_available() else 'cpu'}-{method}-{budget}{variant}", body)
 
 
 @torch.no_grad()
@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--method", default="mlm", help="with --quality: the text method")
     parser.add_argument("--out", default="runs/benchmark-text", type=Path, help="with --quality: parent folder of the run")
     parser.add_argument("--readouts", metavar="RUN_DIR", type=Path, help="probe every layer of a finished text run instead")
+    parser.add_argument("--section", help="with --quality: BENCHMARKS.md section name (default from the device, method, budget and overrides)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
@@ -223,7 +224,7 @@ def main() -> None:
         readouts(args.readouts, not args.no_write)
         return
     if args.quality:
-        quality(args.quality, args.method, args.out, args.overrides, not args.no_write)
+        quality(args.quality, args.method, args.out, args.overrides, not args.no_write, args.section)
         return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
