@@ -160,7 +160,7 @@ def pooled_stages(encoder: TransformerEncoder, ids: torch.Tensor, batch_size: in
     return [torch.cat([part[k] for part in parts]) for k in range(len(parts[0]))]
 
 
-def readouts(run_dir: Path, write: bool) -> None:
+def readouts(run_dir: Path, write: bool, section: str | None) -> None:
     run = runs.load_run(run_dir)
     config = run.config
     _, train, test = modality_of(config).load_data(config, run_dir)
@@ -199,7 +199,7 @@ def readouts(run_dir: Path, write: bool) -> None:
         f"{baselines}.\n\n{markdown_table(header, rows)}\n\n`python benchmarks/text.py --readouts {run_dir}`"
     )
     if write:
-        update_section("text-readouts", body)
+        update_section(section or "text-readouts", body)
 
 
 def main() -> None:
@@ -216,12 +216,13 @@ def main() -> None:
     parser.add_argument("--method", default="mlm", help="with --quality: the text method")
     parser.add_argument("--out", default="runs/benchmark-text", type=Path, help="with --quality: parent folder of the run")
     parser.add_argument("--readouts", metavar="RUN_DIR", type=Path, help="probe every layer of a finished text run instead")
-    parser.add_argument("--section", help="with --quality: BENCHMARKS.md section name (default from the device, method, budget and overrides)")
+    parser.add_argument("--section", help="with --quality or --readouts: BENCHMARKS.md section name "
+                        "(default: text-quality-DEVICE-METHOD-BUDGET[-OVERRIDES], text-readouts)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
     if args.readouts:
-        readouts(args.readouts, not args.no_write)
+        readouts(args.readouts, not args.no_write, args.section)
         return
     if args.quality:
         quality(args.quality, args.method, args.out, args.overrides, not args.no_write, args.section)
