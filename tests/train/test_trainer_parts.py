@@ -15,7 +15,7 @@ from selfsup.data import ImageSet
 from selfsup.methods import StepOutput
 from selfsup.train import checkpoint
 from selfsup.train.batches import SupportSampler, TrainingBatches
-from selfsup.train.budget import CALIBRATION_STEPS, BudgetPlanner
+from selfsup.train.budget import BUDGET_SAFETY, CALIBRATION_STEPS, REFIT_SAFETY, REFIT_SHARE, BudgetPlanner
 from selfsup.train.checkpoint import CheckpointPolicy, TrainingDiverged
 from selfsup.train.monitor import CollapseMonitor, LossWatch
 from selfsup.train.optim import LearningRateSchedule
@@ -106,12 +106,34 @@ def test_the_budget_fits_the_schedule_to_the_measured_step_time_and_stops_on_tim
         fitted = planner.after_step(step)
     assert fitted == pytest.approx(0.5)
     elapsed = CALIBRATION_STEPS.start * 2.0 + len(CALIBRATION_STEPS) * 0.5
-    expected = CALIBRATION_STEPS.stop + int(0.95 * (60.0 - elapsed) / 0.5)
+    expected = CALIBRATION_STEPS.stop + int(BUDGET_SAFETY * (60.0 - elapsed) / 0.5)
     assert planner.planned_steps == planner.total_steps == expected
     assert planner.samples_per_second(CALIBRATION_STEPS.stop, 8) == pytest.approx(CALIBRATION_STEPS.stop * 8 / elapsed)
     assert not planner.budget_spent()
     clock.now += 60.0 - elapsed
     assert planner.budget_spent()
+
+
+def test_the_schedule_is_fitted_again_to_the_pace_after_the_first_steps():
+    clock = ManualClock()
+    planner = BudgetPlanner(100.0, planned_steps=None, provisional_steps=1000, clock=clock)
+    for step in range(1, CALIBRATION_STEPS.stop + 1):
+        clock.now += 0.5
+        planner.after_step(step)
+    first_plan = planner.planned_steps
+    refit_step = CALIBRATION_STEPS.stop + round(REFIT_SHARE * (first_plan - CALIBRATION_STEPS.stop))
+    refitted = []
+    for step in range(CALIBRATION_STEPS.stop + 1, refit_step + 1):
+        clock.now += 0.4  # later steps run faster than the first ones
+        refitted.append(planner.after_step(step))
+    assert refitted[:-1] == [None] * (len(refitted) - 1) and refitted[-1] == pytest.approx(0.4)
+    elapsed = CALIBRATION_STEPS.stop * 0.5 + (refit_step - CALIBRATION_STEPS.stop) * 0.4
+    assert planner.planned_steps == refit_step + int(REFIT_SAFETY * (100.0 - elapsed) / 0.4) > first_plan
+    # Once only: the plan stays put afterwards, whatever the pace.
+    for step in range(refit_step + 1, refit_step + 50):
+        clock.now += 0.1
+        assert planner.after_step(step) is None
+    assert planner.planned_steps == refit_step + int(REFIT_SAFETY * (100.0 - elapsed) / 0.4)
 
 
 def test_a_resumed_budget_counts_the_time_already_spent():

@@ -157,7 +157,7 @@ class Trainer:
             disable=None if distributed.is_main_process() else True, desc=f"{self.config.method['name']}",
         )
         self.budget.start(step, elapsed_before)
-        stopped_by = "schedule"
+        stopped_by, fits = "schedule", 0
         self.method.train()
         self.method.on_train_start(lambda: self.batches.epoch_pass(epoch=-1))
         with StopSignals() as signals, progress:
@@ -182,9 +182,11 @@ class Trainer:
                     progress.total = self.budget.planned_steps
                     progress.refresh()
                     logger.message(
-                        f"budget {self.train_config.budget}: {seconds_per_step * 1000:.0f} ms/step, schedule fitted to "
-                        f"{self.budget.planned_steps} steps ({self.budget.planned_steps / self.steps_per_epoch:.1f} epochs)"
+                        f"budget {self.train_config.budget}: {seconds_per_step * 1000:.0f} ms/step, schedule fitted "
+                        f"{'again ' if fits else ''}to {self.budget.planned_steps} steps "
+                        f"({self.budget.planned_steps / self.steps_per_epoch:.1f} epochs)"
                     )
+                    fits += 1
                 if step % self.train_config.log_every == 0:
                     loss_value = distributed.all_reduce_mean(output.loss.detach()).item()
                     metrics, alarm = self.monitor.check(step, output)
