@@ -129,16 +129,22 @@ def flat_config(run_dir: Path) -> dict[str, object]:
     return flat
 
 
+# Settings that differ between runs without making them an ablation: where a run was
+# written, whether it measured the shared baselines, and the labels a semi-supervised
+# run saw (its label says them already).
+NOT_DISTINGUISHING = ("out", "eval.baselines", "method.labels_per_class")
+
+
 def distinguishing_settings(run_dirs: list[Path]) -> list[dict[str, object]]:
     """Per run, the settings in which it differs from the first run of its method in the
-    list (the ablation a table shows; the output folder aside). The first run of each method
-    gets none."""
+    list (the ablation a table shows; :data:`NOT_DISTINGUISHING` aside). The first run of
+    each method gets none."""
     configs = [flat_config(run_dir) for run_dir in run_dirs]
     firsts: dict[object, dict[str, object]] = {}
     settings: list[dict[str, object]] = []
     for config in configs:
         first = firsts.setdefault(config["method.name"], config)
-        settings.append({key: value for key, value in config.items() if key != "out" and first.get(key) != value})
+        settings.append({key: value for key, value in config.items() if key not in NOT_DISTINGUISHING and first.get(key) != value})
     return settings
 
 
