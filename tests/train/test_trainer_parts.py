@@ -136,6 +136,20 @@ def test_the_schedule_is_fitted_again_to_the_pace_after_the_first_steps():
     assert planner.planned_steps == refit_step + int(REFIT_SAFETY * (100.0 - elapsed) / 0.4)
 
 
+def test_a_slower_second_window_does_not_shorten_the_plan():
+    clock = ManualClock()
+    planner = BudgetPlanner(100.0, planned_steps=None, provisional_steps=1000, clock=clock)
+    for step in range(1, CALIBRATION_STEPS.stop + 1):
+        clock.now += 0.5
+        planner.after_step(step)
+    first_plan = planner.planned_steps
+    refit_step = CALIBRATION_STEPS.stop + round(REFIT_SHARE * (first_plan - CALIBRATION_STEPS.stop))
+    for step in range(CALIBRATION_STEPS.stop + 1, refit_step + 1):
+        clock.now += 1.0  # something else ran meanwhile
+        fitted = planner.after_step(step)
+    assert fitted == pytest.approx(1.0) and planner.planned_steps == first_plan
+
+
 def test_a_resumed_budget_counts_the_time_already_spent():
     clock = ManualClock()
     planner = BudgetPlanner(10.0, planned_steps=40, provisional_steps=1000, clock=clock)

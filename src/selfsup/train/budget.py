@@ -15,9 +15,12 @@ BUDGET_SAFETY = 0.95
 # The schedule is fitted once more after this share of the first plan, to the pace since the
 # first fit: later steps often run faster than the first ones (caches, allocator and data
 # warm up), which left up to a ninth of a budget unspent (BENCHMARKS.md, "RGB drawings": 798
-# of 900 s). A longer window, logging and checkpoints included, needs less room. The change
-# comes early in the cosine decay, where the learning rate is within a few percent of its
-# peak, so the schedule hardly bends.
+# of 900 s). A longer window, logging and checkpoints included, needs less room. The second
+# fit only lengthens the plan: a window slowed by something passing (another process, a
+# checkpoint) would cut a run short for good (a 60 s run trained 45 s), while a run whose
+# pace really falls is stopped by the budget near the end of its decay. The change comes
+# early in the cosine decay, where the rate is within a few percent of its peak, so the
+# schedule hardly bends.
 REFIT_SHARE = 0.1
 REFIT_SAFETY = 0.98
 
@@ -27,8 +30,8 @@ class BudgetPlanner:
 
     With ``planned_steps`` (a number of epochs) the length is known. With only a
     ``budget`` (seconds), the schedule is fitted once the step time is measured on
-    :data:`CALIBRATION_STEPS`, and fitted again to the pace since then after
-    :data:`REFIT_SHARE` of that plan; until the first fit :attr:`total_steps` is a
+    :data:`CALIBRATION_STEPS`, and lengthened to the pace since then after
+    :data:`REFIT_SHARE` of that plan if it allows more steps; until the first fit :attr:`total_steps` is a
     provisional length that keeps the warm-up correct. Time comes from ``clock`` (seconds),
     rank 0's clock deciding for every process so that all stop at the same step;
     ``elapsed_before`` is the training time of the run before a resumption (a resumed run
@@ -76,7 +79,9 @@ class BudgetPlanner:
             now = self.clock()
             fitted_step, fitted_at = self._fitted
             seconds_per_step = (now - fitted_at) / (step - fitted_step)
+            first_plan = self.planned_steps
             self._fit(step, now, seconds_per_step, REFIT_SAFETY)
+            self.planned_steps = max(first_plan, self.planned_steps)
             self._fitted = self._refit_step = None
             return seconds_per_step
         return None

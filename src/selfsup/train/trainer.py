@@ -179,13 +179,15 @@ class Trainer:
 
                 seconds_per_step = self.budget.after_step(step)
                 if seconds_per_step is not None:
-                    progress.total = self.budget.planned_steps
+                    planned = self.budget.planned_steps
+                    if not fits:
+                        change = "fitted to"
+                    else:  # the second fit only lengthens the plan
+                        change = "lengthened to" if planned != progress.total else "kept at"
+                    progress.total = planned
                     progress.refresh()
-                    logger.message(
-                        f"budget {self.train_config.budget}: {seconds_per_step * 1000:.0f} ms/step, schedule fitted "
-                        f"{'again ' if fits else ''}to {self.budget.planned_steps} steps "
-                        f"({self.budget.planned_steps / self.steps_per_epoch:.1f} epochs)"
-                    )
+                    logger.message(f"budget {self.train_config.budget}: {seconds_per_step * 1000:.0f} ms/step, schedule {change} "
+                                   f"{planned} steps ({planned / self.steps_per_epoch:.1f} epochs)")
                     fits += 1
                 if step % self.train_config.log_every == 0:
                     loss_value = distributed.all_reduce_mean(output.loss.detach()).item()
