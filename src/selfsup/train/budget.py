@@ -31,11 +31,11 @@ class BudgetPlanner:
     With ``planned_steps`` (a number of epochs) the length is known. With only a
     ``budget`` (seconds), the schedule is fitted once the step time is measured on
     :data:`CALIBRATION_STEPS`, and lengthened to the pace since then after
-    :data:`REFIT_SHARE` of that plan if it allows more steps; until the first fit :attr:`total_steps` is a
-    provisional length that keeps the warm-up correct. Time comes from ``clock`` (seconds),
-    rank 0's clock deciding for every process so that all stop at the same step;
-    ``elapsed_before`` is the training time of the run before a resumption (a resumed run
-    keeps the plan it was saved with).
+    :data:`REFIT_SHARE` of that plan if that pace allows more steps; until the first fit
+    :attr:`total_steps` is a provisional length that keeps the warm-up correct. Time comes
+    from ``clock`` (seconds), rank 0's clock deciding for every process so that all stop at
+    the same step; ``elapsed_before`` is the training time of the run before a resumption
+    (a resumed run keeps the plan it was saved with).
     """
 
     def __init__(self, budget: float | None, planned_steps: int | None, provisional_steps: int,
