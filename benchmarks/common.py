@@ -16,6 +16,8 @@ import torch
 
 from selfsup import config as config_module
 from selfsup import runs
+from selfsup.config import Config
+from selfsup.methods import method_class
 
 BENCHMARKS_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -165,6 +167,31 @@ def summary_table(run_dirs: list[Path], reference: tuple[str, dict] | None = Non
         rows.append(summary_row(*reference))
     rows.append(summary_row(f"random init ({first['backbone']})", baselines["random_init"]))
     return markdown_table(SUMMARY_HEADER, rows), first
+
+
+def pretrain_methods(names: list[str], source: str, budget: str, out: Path, overrides: list[str],
+                     labels_per_class: list[int] | None = None) -> list[Path]:
+    """Pretrain each method on ``source`` for ``budget`` (one run per value of
+    ``labels_per_class`` for semi-supervised methods; None keeps the method's own), measuring
+    the baselines in the first run only; returns the run directories."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dirs: list[Path] = []
+    for name in names:
+        semi_supervised = "labels_per_class" in method_class(name).option_defaults()
+        for labels in labels_per_class if semi_supervised and labels_per_class else [None]:
+            suffix = "" if labels is None else f"-{labels}-labels"
+            run_dir = out / f"{name}{suffix}-{stamp}"
+            config = config_module.apply_overrides(
+                Config(),
+                [f"method.name={name}", f"data.source={source}", f"train.budget={budget}", f"out={run_dir}", *overrides,
+                 *([] if labels is None else [f"method.labels_per_class={labels}"]),
+                 # The baselines do not depend on the method: measure them once.
+                 *([] if not run_dirs else ["eval.baselines=false"])],
+            )
+            summary = runs.pretrain(config)
+            print(json.dumps({k: summary[k] for k in ("method", "knn_top1", "linear_top1", "fewshot", "energy_auc")}))
+            run_dirs.append(run_dir)
+    return run_dirs
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -30,38 +30,26 @@ import time
 from pathlib import Path
 
 import torch
-from common import add_budget_run_arguments, machine, markdown_table, percent, probe_cells, summary_table, update_section
+from common import (
+    add_budget_run_arguments,
+    machine,
+    markdown_table,
+    percent,
+    pretrain_methods,
+    probe_cells,
+    summary_table,
+    update_section,
+)
 
 from selfsup import config as config_module
 from selfsup import runs
 from selfsup.config import Config, parse_budget
 from selfsup.data import fashion_mnist_available
-from selfsup.methods import METHODS, method_class
+from selfsup.methods import METHODS
 
 # Methods that exist to be flagged (collapse examples), not to be picked.
 DIAGNOSTIC_METHODS = ("siamese-naive",)
 RAW_PIXELS_REFERENCE = {"knn_top1": 0.846, "linear_top1": 0.844, "fewshot": {"1": 0.499, "10": 0.701, "100": 0.791}}
-def pretrain_all(names: list[str], labels_per_class: list[int], budget: str, out: Path, overrides: list[str]) -> list[Path]:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dirs: list[Path] = []
-    for name in names:
-        semi_supervised = "labels_per_class" in method_class(name).option_defaults()
-        for labels in labels_per_class if semi_supervised else [None]:
-            suffix = "" if labels is None else f"-{labels}-labels"
-            run_dir = out / f"{name}{suffix}-{stamp}"
-            config = config_module.apply_overrides(
-                Config(),
-                [f"method.name={name}", "data.source=fashion-mnist", f"train.budget={budget}", f"out={run_dir}", *overrides,
-                 *([] if labels is None else [f"method.labels_per_class={labels}"]),
-                 # The baselines do not depend on the method: measure them once.
-                 *([] if not run_dirs else ["eval.baselines=false"])],
-            )
-            summary = runs.pretrain(config)
-            print(json.dumps({k: summary[k] for k in ("method", "knn_top1", "linear_top1", "fewshot", "energy_auc")}))
-            run_dirs.append(run_dir)
-    return run_dirs
-
-
 CURVE_HEADER = ["budget", "kNN k=20", "linear", "1-shot", "10-shot", "100-shot", "supervised", "linear / supervised",
                 "self-supervised steps", "supervised steps"]
 
@@ -170,7 +158,7 @@ def main() -> None:
             if args.method == "all" else args.method.split(",")
         )
         labels = [int(n) for n in args.labels_per_class.split(",")]
-        run_dirs = pretrain_all(names, labels, args.budget, args.out, args.overrides)
+        run_dirs = pretrain_methods(names, "fashion-mnist", args.budget, args.out, args.overrides, labels)
         budget, method = args.budget, args.method
         command = f"python benchmarks/fashion_mnist.py --budget {args.budget} --method {args.method}" + "".join(f" {o}" for o in args.overrides)
 

@@ -18,35 +18,15 @@ run. ``--collect`` tabulates finished runs (e.g. one per core).
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import torch
-from common import add_budget_run_arguments, machine, summary_table, update_section
+from common import add_budget_run_arguments, machine, pretrain_methods, summary_table, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
-from selfsup.config import Config
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
-
-
-def pretrain_all(names: list[str], data: Path, budget: str, out: Path, overrides: list[str]) -> list[Path]:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dirs: list[Path] = []
-    for name in names:
-        run_dir = out / f"{name}-{stamp}"
-        config = config_module.apply_overrides(
-            Config(),
-            [f"method.name={name}", f"data.source={data}", f"train.budget={budget}", f"out={run_dir}", *overrides,
-             # The baselines do not depend on the method: measure them once.
-             *([] if not run_dirs else ["eval.baselines=false"])],
-        )
-        summary = runs.pretrain(config)
-        print(json.dumps({k: summary[k] for k in ("method", "knn_top1", "linear_top1", "fewshot", "energy_auc")}))
-        run_dirs.append(run_dir)
-    return run_dirs
 
 
 def main() -> None:
@@ -65,7 +45,7 @@ def main() -> None:
     else:
         if not args.data.is_dir():
             raise SystemExit(f"{args.data} is not a folder (the default is openclipart-png's: apt-get install -y openclipart-png)")
-        run_dirs = pretrain_all(args.method.split(","), args.data, args.budget, args.out, args.overrides)
+        run_dirs = pretrain_methods(args.method.split(","), str(args.data), args.budget, args.out, args.overrides)
         budget, method = args.budget, args.method
         data = "" if args.data == OPENCLIPART else f" --data {args.data}"
         command = f"python benchmarks/rgb.py --budget {args.budget} --method {args.method}{data}" + "".join(f" {o}" for o in args.overrides)

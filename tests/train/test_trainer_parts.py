@@ -114,7 +114,9 @@ def test_the_budget_fits_the_schedule_to_the_measured_step_time_and_stops_on_tim
     assert planner.budget_spent()
 
 
-def test_the_schedule_is_fitted_again_to_the_pace_after_the_first_steps():
+def _planner_through_second_window(seconds_per_step: float) -> tuple[BudgetPlanner, ManualClock, int, int, list]:
+    """A 100 s planner fitted at 0.5 s a step, then run to its second fit at ``seconds_per_step``:
+    the planner, its clock, the first plan, the second fit's step and what each step returned."""
     clock = ManualClock()
     planner = BudgetPlanner(100.0, planned_steps=None, provisional_steps=1000, clock=clock)
     for step in range(1, CALIBRATION_STEPS.stop + 1):
@@ -122,10 +124,15 @@ def test_the_schedule_is_fitted_again_to_the_pace_after_the_first_steps():
         planner.after_step(step)
     first_plan = planner.planned_steps
     refit_step = CALIBRATION_STEPS.stop + round(REFIT_SHARE * (first_plan - CALIBRATION_STEPS.stop))
-    refitted = []
+    returned = []
     for step in range(CALIBRATION_STEPS.stop + 1, refit_step + 1):
-        clock.now += 0.4  # later steps run faster than the first ones
-        refitted.append(planner.after_step(step))
+        clock.now += seconds_per_step
+        returned.append(planner.after_step(step))
+    return planner, clock, first_plan, refit_step, returned
+
+
+def test_the_schedule_is_fitted_again_to_the_pace_after_the_first_steps():
+    planner, clock, first_plan, refit_step, refitted = _planner_through_second_window(0.4)  # later steps run faster
     assert refitted[:-1] == [None] * (len(refitted) - 1) and refitted[-1] == pytest.approx(0.4)
     elapsed = CALIBRATION_STEPS.stop * 0.5 + (refit_step - CALIBRATION_STEPS.stop) * 0.4
     assert planner.planned_steps == refit_step + int(REFIT_SAFETY * (100.0 - elapsed) / 0.4) > first_plan
@@ -137,17 +144,8 @@ def test_the_schedule_is_fitted_again_to_the_pace_after_the_first_steps():
 
 
 def test_a_slower_second_window_does_not_shorten_the_plan():
-    clock = ManualClock()
-    planner = BudgetPlanner(100.0, planned_steps=None, provisional_steps=1000, clock=clock)
-    for step in range(1, CALIBRATION_STEPS.stop + 1):
-        clock.now += 0.5
-        planner.after_step(step)
-    first_plan = planner.planned_steps
-    refit_step = CALIBRATION_STEPS.stop + round(REFIT_SHARE * (first_plan - CALIBRATION_STEPS.stop))
-    for step in range(CALIBRATION_STEPS.stop + 1, refit_step + 1):
-        clock.now += 1.0  # something else ran meanwhile
-        fitted = planner.after_step(step)
-    assert fitted == pytest.approx(1.0) and planner.planned_steps == first_plan
+    planner, _, first_plan, _, returned = _planner_through_second_window(1.0)  # something else ran meanwhile
+    assert returned[-1] == pytest.approx(1.0) and planner.planned_steps == first_plan
 
 
 def test_a_resumed_budget_counts_the_time_already_spent():
