@@ -20,14 +20,17 @@ class BYOL(Method):
     0.996 to 1 on a cosine over training (sec. 3.2). Loss (eq. 2, symmetrised): the
     normalised MSE 2 - 2 cos(q(g(f(v))), sg(g'(f'(v')))) over both orderings of the two
     views. Paper recipe: LARS, lr 0.2 x batch/256, weight decay 1.5e-6; the asymmetric
-    augmentations of the ``byol`` recipe (blur 1.0/0.1, solarise 0/0.2).
+    augmentations of the ``byol`` recipe (blur 1.0/0.1, solarise 0/0.2, whole-image crops),
+    ``augment.recipe=byol``. selfsup's default views are ``small-images`` (16 px crops of 28
+    px images, no blur), as for SimCLR: 2.4x the steps in a budget, and above raw pixels
+    at 1 and 10 labels per class where the paper's views were below (BENCHMARKS.md "BYOL
+    and MoCo v3 sized for a CPU budget").
 
     Energy: F(x, y) = 2 - 2 cos(q(g(f(x))), g'(f'(y))), the quantity the loss minimises.
     """
 
     name = "byol"
     summary = "asymmetric: online predictor regresses an EMA target, no negatives (Grill et al. 2020)"
-    default_recipe = "byol"
     train_recipe = {"optimizer": "lars", "lr": 1.0, "weight_decay": 1e-5, "epochs": 100}
 
     def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 256, hidden_dim: int = 4096,

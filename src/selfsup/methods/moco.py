@@ -96,11 +96,16 @@ class MoCoV2(Method):
 class MoCoV3(Method):
     """MoCo v3 (Chen, Xie, He, ICCV 2021), ResNet variant.
 
-    Query encoder: backbone + 3-layer projector (4096 hidden, BN, 256-d) + 2-layer predictor;
+    Query encoder: backbone + 3-layer projector (4096 hidden in the paper, BN, 256-d) +
+    2-layer predictor;
     momentum encoder: a copy of backbone + projector with m rising from 0.99 to 1 on a
     cosine. Loss (Algorithm 1): ctr(q_a, k_b) + ctr(q_b, k_a), in-batch InfoNCE over the
     global batch scaled by 2T; T = 1.0 for ResNets (0.2 for ViTs). Recipe: LARS, lr 0.3 x
     batch/256 (ResNet-50: 0.6 for 100 epochs at batch 4096), weight decay 1e-6 (1.5e-6).
+    The heads are 2048 wide by default (``method.hidden_dim=4096`` for the paper's): on the
+    CPU default backbone the 4096-wide heads took most of a step, and half the width gave
+    twice the steps in a budget and better probes in every column (BENCHMARKS.md "BYOL and
+    MoCo v3 sized for a CPU budget").
 
     Energy: F(x, y) = 1 - cos(predictor(q(x)), k(y)).
     """
@@ -109,7 +114,7 @@ class MoCoV3(Method):
     summary = "contrastive: symmetric in-batch InfoNCE against a momentum encoder, with predictor (Chen et al. 2021)"
     train_recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "epochs": 100}
 
-    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 256, hidden_dim: int = 4096,
+    def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 256, hidden_dim: int = 2048,
                  temperature: float = 1.0, base_momentum: float = 0.99):
         super().__init__(backbone)
         self.projector = ProjectionHead(backbone_dim, hidden_dim, projection_dim, layers=3, output_norm=True)
