@@ -29,7 +29,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 from common import (
     add_budget_run_arguments,
     machine,
@@ -45,6 +44,7 @@ from selfsup import config as config_module
 from selfsup import runs
 from selfsup.config import Config, parse_budget
 from selfsup.data import fashion_mnist_available
+from selfsup.distributed import resolve_device
 from selfsup.methods import METHODS
 
 # Methods that exist to be flagged (collapse examples), not to be picked.
@@ -171,7 +171,7 @@ def main() -> None:
     )
     print(markdown)
     if not args.no_write:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device("auto").type
         update_section(args.section or f"fashion-mnist-{device}-{method}-{budget}", body)
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from common import add_budget_run_arguments, machine, pretrain_methods, summary_table, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
+from selfsup.distributed import resolve_device
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 
@@ -62,7 +62,7 @@ def main() -> None:
     )
     print(markdown)
     if not args.no_write:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device("auto").type
         update_section(args.section or f"rgb-openclipart-{device}-{method}-{budget}", body)
 
 

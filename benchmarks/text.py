@@ -54,6 +54,7 @@ from selfsup.config import Config
 from selfsup.data import labelled_subset
 from selfsup.data.text import load_corpus, split_corpus
 from selfsup.data.tokenizer import PAD_ID, encode_documents, train_tokenizer
+from selfsup.distributed import resolve_device
 from selfsup.evaluate.protocol import split_accuracy_metrics
 from selfsup.losses.masked import IGNORE
 from selfsup.methods.language import MaskedLanguageModel, mean_pool
@@ -227,7 +228,7 @@ def main() -> None:
     if args.quality:
         quality(args.quality, args.method, args.out, args.overrides, not args.no_write, args.section)
         return
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
 
     train_docs, test_docs = split_corpus(load_corpus("stdlib-docs"))
     tokenizer = train_tokenizer(train_docs.documents, args.vocab_size)

@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from selfsup.augment.views import RECIPES, ViewMaker, seeded_generator
 from selfsup.backbones import build_backbone
 from selfsup.data import default_source, load_splits
+from selfsup.distributed import resolve_device
 from selfsup.methods import build_method
 from selfsup.train.optim import build_optimizer
 
@@ -135,7 +136,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     source = default_source()
     images, _, _ = load_splits(source)
     images = images.images[: max(args.batch_size * 12, 4096)]

@@ -31,12 +31,12 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
 from common import add_budget_run_arguments, machine, markdown_table, percent, update_section
 
 from selfsup import config as config_module
 from selfsup import runs
 from selfsup.config import Config
+from selfsup.distributed import resolve_device
 from selfsup.methods import method_class
 
 MODELS = {
@@ -155,7 +155,7 @@ def main() -> None:
     )
     print(markdown)
     if not args.no_write:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device("auto").type
         update_section(args.section or f"video-{device}-{budget}", body)
 
 

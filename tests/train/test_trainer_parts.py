@@ -104,7 +104,7 @@ def test_the_budget_fits_the_schedule_to_the_measured_step_time_and_stops_on_tim
     for step in range(1, CALIBRATION_STEPS.stop + 1):
         clock.now += 2.0 if step <= CALIBRATION_STEPS.start else 0.5  # slow first steps are not timed
         fitted = planner.after_step(step)
-    assert fitted == pytest.approx(0.5)
+    assert fitted.seconds_per_step == pytest.approx(0.5) and fitted.change == "fitted to"
     elapsed = CALIBRATION_STEPS.start * 2.0 + len(CALIBRATION_STEPS) * 0.5
     expected = CALIBRATION_STEPS.stop + int(BUDGET_SAFETY * (60.0 - elapsed) / 0.5)
     assert planner.planned_steps == planner.total_steps == expected
@@ -133,9 +133,10 @@ def _planner_through_second_window(seconds_per_step: float) -> tuple[BudgetPlann
 
 def test_the_schedule_is_fitted_again_to_the_pace_after_the_first_steps():
     planner, clock, first_plan, refit_step, refitted = _planner_through_second_window(0.4)  # later steps run faster
-    assert refitted[:-1] == [None] * (len(refitted) - 1) and refitted[-1] == pytest.approx(0.4)
+    assert refitted[:-1] == [None] * (len(refitted) - 1) and refitted[-1].seconds_per_step == pytest.approx(0.4)
     elapsed = CALIBRATION_STEPS.stop * 0.5 + (refit_step - CALIBRATION_STEPS.stop) * 0.4
-    assert planner.planned_steps == refit_step + int(REFIT_SAFETY * (100.0 - elapsed) / 0.4) > first_plan
+    assert planner.planned_steps == refitted[-1].planned_steps == refit_step + int(REFIT_SAFETY * (100.0 - elapsed) / 0.4) > first_plan
+    assert refitted[-1].change == "lengthened to"
     # Once only: the plan stays put afterwards, whatever the pace.
     for step in range(refit_step + 1, refit_step + 50):
         clock.now += 0.1
@@ -145,7 +146,8 @@ def test_the_schedule_is_fitted_again_to_the_pace_after_the_first_steps():
 
 def test_a_slower_second_window_does_not_shorten_the_plan():
     planner, _, first_plan, _, returned = _planner_through_second_window(1.0)  # something else ran meanwhile
-    assert returned[-1] == pytest.approx(1.0) and planner.planned_steps == first_plan
+    assert returned[-1].seconds_per_step == pytest.approx(1.0) and planner.planned_steps == first_plan
+    assert returned[-1].change == "kept at"
 
 
 def test_a_resumed_budget_counts_the_time_already_spent():

@@ -68,7 +68,7 @@ class StepPlan(Protocol):
 
     def budget_spent(self) -> bool: ...
 
-    def after_step(self, step: int) -> float | None: ...
+    def after_step(self, step: int) -> object: ...  # what the plan did, unused here
 
 
 @dataclasses.dataclass

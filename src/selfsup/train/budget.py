@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from selfsup import distributed
 
@@ -23,6 +24,15 @@ BUDGET_SAFETY = 0.95
 # schedule hardly bends.
 REFIT_SHARE = 0.1
 REFIT_SAFETY = 0.98
+
+
+class BudgetFit(NamedTuple):
+    """What a fit of the schedule to the budget did: the pace it measured and the plan it
+    left, with ``change`` saying how ("fitted to", "lengthened to" or "kept at")."""
+
+    seconds_per_step: float
+    planned_steps: int
+    change: str
 
 
 class BudgetPlanner:
@@ -63,9 +73,9 @@ class BudgetPlanner:
     def budget_spent(self) -> bool:
         return self.budget is not None and bool(distributed.broadcast_int(int(self.elapsed() >= self.budget)))
 
-    def after_step(self, step: int) -> float | None:
-        """Call after each step with the steps done; returns the measured seconds per step
-        when this step fitted the schedule to the budget (the first time or the second)."""
+    def after_step(self, step: int) -> BudgetFit | None:
+        """Call after each step with the steps done; returns what the fit did when this step
+        fitted the schedule to the budget (the first time or the second), else None."""
         done_here = step - self.steps_at_start
         if done_here == CALIBRATION_STEPS.start:
             self._calibration_start = self.clock()
@@ -74,7 +84,7 @@ class BudgetPlanner:
             seconds_per_step = (now - self._calibration_start) / len(CALIBRATION_STEPS)
             self._fit(step, now, seconds_per_step, BUDGET_SAFETY)
             self._fitted, self._refit_step = (step, now), step + max(1, round(REFIT_SHARE * (self.planned_steps - step)))
-            return seconds_per_step
+            return BudgetFit(seconds_per_step, self.planned_steps, "fitted to")
         if step == self._refit_step and self._fitted is not None:
             now = self.clock()
             fitted_step, fitted_at = self._fitted
@@ -83,7 +93,7 @@ class BudgetPlanner:
             self._fit(step, now, seconds_per_step, REFIT_SAFETY)
             self.planned_steps = max(first_plan, self.planned_steps)
             self._fitted = self._refit_step = None
-            return seconds_per_step
+            return BudgetFit(seconds_per_step, self.planned_steps, "lengthened to" if self.planned_steps > first_plan else "kept at")
         return None
 
     def _fit(self, step: int, now: float, seconds_per_step: float, safety: float) -> None:

@@ -157,7 +157,7 @@ class Trainer:
             disable=None if distributed.is_main_process() else True, desc=f"{self.config.method['name']}",
         )
         self.budget.start(step, elapsed_before)
-        stopped_by, fits = "schedule", 0
+        stopped_by = "schedule"
         self.method.train()
         self.method.on_train_start(lambda: self.batches.epoch_pass(epoch=-1))
         with StopSignals() as signals, progress:
@@ -177,18 +177,12 @@ class Trainer:
                     self._stop_if_diverged(logger)
                 progress.update(1)
 
-                seconds_per_step = self.budget.after_step(step)
-                if seconds_per_step is not None:
-                    planned = self.budget.planned_steps
-                    if not fits:
-                        change = "fitted to"
-                    else:  # the second fit only lengthens the plan
-                        change = "lengthened to" if planned != progress.total else "kept at"
-                    progress.total = planned
+                fit = self.budget.after_step(step)
+                if fit is not None:
+                    progress.total = fit.planned_steps
                     progress.refresh()
-                    logger.message(f"budget {self.train_config.budget}: {seconds_per_step * 1000:.0f} ms/step, schedule {change} "
-                                   f"{planned} steps ({planned / self.steps_per_epoch:.1f} epochs)")
-                    fits += 1
+                    logger.message(f"budget {self.train_config.budget}: {fit.seconds_per_step * 1000:.0f} ms/step, schedule {fit.change} "
+                                   f"{fit.planned_steps} steps ({fit.planned_steps / self.steps_per_epoch:.1f} epochs)")
                 if step % self.train_config.log_every == 0:
                     loss_value = distributed.all_reduce_mean(output.loss.detach()).item()
                     metrics, alarm = self.monitor.check(step, output)
