@@ -150,6 +150,10 @@ class TrainConfig:
     """Under torchrun, compute BatchNorm statistics over the global batch (SyncBatchNorm)."""
     clip_grad: float | None = None
     """Clip the global gradient norm to this value; null = the method's recipe (DINO: 3), else none."""
+    lars_trust: float | None = None
+    """LARS trust coefficient: each weight matrix moves by about lr x lars_trust of its norm
+    per step (before momentum); null = the method's recipe, else 0.001 (SimCLR's and BYOL's
+    reference; solo-learn's small-batch recipes use 0.02 with the step capped at lr)."""
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

@@ -46,6 +46,7 @@ from selfsup.report.tensorboard import projector_points, write_evaluation, write
 from selfsup.rundir import CONFIG_FILE, SKIPPED_FILE, SUMMARY_FILE, RunLock, last_step, write_status
 from selfsup.train import checkpoint
 from selfsup.train.logging import METRICS_FILE
+from selfsup.train.optim import DEFAULT_LARS_TRUST
 from selfsup.train.supervised import supervised_accuracy
 from selfsup.train.trainer import Trainer
 
@@ -95,6 +96,7 @@ def resolve_train(train: TrainConfig, recipe: dict[str, Any]) -> TrainConfig:
         weight_decay=recipe["weight_decay"] if train.weight_decay is None else train.weight_decay,
         epochs=train.epochs if (train.epochs or train.budget) else recipe["epochs"],
         clip_grad=recipe.get("clip_grad") if train.clip_grad is None else train.clip_grad,
+        lars_trust=recipe.get("lars_trust", DEFAULT_LARS_TRUST) if train.lars_trust is None else train.lars_trust,
     )
 
 

@@ -1,5 +1,6 @@
 """The trainer's named pieces, each on its own: step inputs and the support sampler, the
-budget planner (with an injected clock), the learning-rate schedule, the collapse monitor,
+budget planner (with an injected clock), the learning-rate schedule and LARS's trust
+coefficient, the collapse monitor,
 the loss watch, the checkpoint policy and activation checkpointing."""
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import pytest
 import torch
 from torch import nn
 
+from selfsup.config import TrainConfig
 from selfsup.data import ImageSet
 from selfsup.methods import StepOutput
+from selfsup.runs import resolve_train
 from selfsup.train import checkpoint
 from selfsup.train.batches import SupportSampler, TrainingBatches
 from selfsup.train.budget import BUDGET_SAFETY, CALIBRATION_STEPS, REFIT_SAFETY, REFIT_SHARE, BudgetPlanner
 from selfsup.train.checkpoint import CheckpointPolicy, TrainingDiverged
 from selfsup.train.monitor import CollapseMonitor, LossWatch
-from selfsup.train.optim import LearningRateSchedule
+from selfsup.train.optim import DEFAULT_LARS_TRUST, LearningRateSchedule, build_optimizer
 
 
 class ManualClock:
@@ -148,6 +151,15 @@ def test_a_slower_second_window_does_not_shorten_the_plan():
     planner, _, first_plan, _, returned = _planner_through_second_window(1.0)  # something else ran meanwhile
     assert returned[-1].seconds_per_step == pytest.approx(1.0) and planner.planned_steps == first_plan
     assert returned[-1].change == "kept at"
+
+
+def test_lars_trust_comes_from_the_configuration_else_the_recipe_else_the_reference():
+    recipe = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "epochs": 100}
+    assert resolve_train(TrainConfig(), recipe).lars_trust == DEFAULT_LARS_TRUST == 0.001
+    assert resolve_train(TrainConfig(), {**recipe, "lars_trust": 0.02}).lars_trust == 0.02
+    assert resolve_train(TrainConfig(lars_trust=0.05), {**recipe, "lars_trust": 0.02}).lars_trust == 0.05
+    optimizer = build_optimizer("lars", nn.Linear(4, 4), lr=0.3, weight_decay=0.0, momentum=0.9, lars_trust=0.02)
+    assert [group["trust_coefficient"] for group in optimizer.param_groups] == [0.02, 0.02]
 
 
 def test_a_resumed_budget_counts_the_time_already_spent():

@@ -187,7 +187,8 @@ class TextModality(Modality):
             config,
             method={"name": "word2vec"},
             backbone=dataclasses.replace(config.backbone, name=None, depth=None, heads=None),
-            train=dataclasses.replace(config.train, epochs=5, budget=None, optimizer=None, lr=None, weight_decay=None, clip_grad=None),
+            train=dataclasses.replace(config.train, epochs=5, budget=None, optimizer=None, lr=None, weight_decay=None, clip_grad=None,
+                                      lars_trust=None),
         )}
 
     def baseline_key(self, config: Config, method: Method, train: TokenSet, test: TokenSet) -> dict[str, Any]:

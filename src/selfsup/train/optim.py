@@ -12,6 +12,9 @@ from torch.distributed.tensor import DTensor
 from selfsup.config import ConfigError
 from selfsup.schedules import warmup_cosine
 
+# SimCLR's and BYOL's LARS (eeta in their reference code).
+DEFAULT_LARS_TRUST = 0.001
+
 
 class LARS(torch.optim.Optimizer):
     """Layer-wise Adaptive Rate Scaling (You, Gitman, Ginsburg 2017), as SimCLR, BYOL and
@@ -25,7 +28,7 @@ class LARS(torch.optim.Optimizer):
     weight decay nor the trust ratio, as in the SimCLR and BYOL reference code.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001):
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = DEFAULT_LARS_TRUST):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars_exclude=False, fixed_lr=False)
         super().__init__(params, defaults)
 
@@ -92,11 +95,12 @@ def parameter_groups(model: nn.Module, weight_decay: float, fixed_lr_modules: Se
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float,
-                    fixed_lr_modules: Sequence[nn.Module] = (), fused: bool = False) -> torch.optim.Optimizer:
+                    fixed_lr_modules: Sequence[nn.Module] = (), fused: bool = False,
+                    lars_trust: float = DEFAULT_LARS_TRUST) -> torch.optim.Optimizer:
     """``fused``: torch's single-kernel SGD and AdamW (CUDA); LARS has no fused form."""
     groups = parameter_groups(model, weight_decay, fixed_lr_modules)
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=lars_trust)
     for group in groups:
         group.pop("lars_exclude", None)
     if name == "sgd":
