@@ -151,9 +151,13 @@ class TrainConfig:
     clip_grad: float | None = None
     """Clip the global gradient norm to this value; null = the method's recipe (DINO: 3), else none."""
     lars_trust: float | None = None
-    """LARS trust coefficient: each weight matrix moves by about lr x lars_trust of its norm
-    per step (before momentum); null = the method's recipe, else 0.001 (SimCLR's and BYOL's
-    reference; solo-learn's small-batch recipes use 0.02 with the step capped at lr)."""
+    """LARS trust coefficient: each weight matrix moves by lr x lars_trust of its norm per
+    step (before momentum); null = the method's recipe, else 0.001 (SimCLR's and BYOL's
+    reference)."""
+    lars_clip: bool | None = None
+    """Cap LARS's step of each weight matrix at lars_trust of its norm and at plain SGD's
+    step (solo-learn's clip_lr, with lars_trust 0.02 in its small-batch recipes); null = the
+    method's recipe, else false."""
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

@@ -97,6 +97,7 @@ def resolve_train(train: TrainConfig, recipe: dict[str, Any]) -> TrainConfig:
         epochs=train.epochs if (train.epochs or train.budget) else recipe["epochs"],
         clip_grad=recipe.get("clip_grad") if train.clip_grad is None else train.clip_grad,
         lars_trust=recipe.get("lars_trust", DEFAULT_LARS_TRUST) if train.lars_trust is None else train.lars_trust,
+        lars_clip=recipe.get("lars_clip", False) if train.lars_clip is None else train.lars_clip,
     )
 
 

@@ -21,7 +21,7 @@ from selfsup.train.batches import SupportSampler, TrainingBatches
 from selfsup.train.budget import BUDGET_SAFETY, CALIBRATION_STEPS, REFIT_SAFETY, REFIT_SHARE, BudgetPlanner
 from selfsup.train.checkpoint import CheckpointPolicy, TrainingDiverged
 from selfsup.train.monitor import CollapseMonitor, LossWatch
-from selfsup.train.optim import DEFAULT_LARS_TRUST, LearningRateSchedule, build_optimizer
+from selfsup.train.optim import DEFAULT_LARS_TRUST, LARS, LearningRateSchedule, build_optimizer
 
 
 class ManualClock:
@@ -158,8 +158,24 @@ def test_lars_trust_comes_from_the_configuration_else_the_recipe_else_the_refere
     assert resolve_train(TrainConfig(), recipe).lars_trust == DEFAULT_LARS_TRUST == 0.001
     assert resolve_train(TrainConfig(), {**recipe, "lars_trust": 0.02}).lars_trust == 0.02
     assert resolve_train(TrainConfig(lars_trust=0.05), {**recipe, "lars_trust": 0.02}).lars_trust == 0.05
-    optimizer = build_optimizer("lars", nn.Linear(4, 4), lr=0.3, weight_decay=0.0, momentum=0.9, lars_trust=0.02)
-    assert [group["trust_coefficient"] for group in optimizer.param_groups] == [0.02, 0.02]
+    assert not resolve_train(TrainConfig(), recipe).lars_clip
+    assert resolve_train(TrainConfig(), {**recipe, "lars_clip": True}).lars_clip
+    optimizer = build_optimizer("lars", nn.Linear(4, 4), lr=0.3, weight_decay=0.0, momentum=0.9, lars_trust=0.02, lars_clip=True)
+    assert [(group["trust_coefficient"], group["clip"]) for group in optimizer.param_groups] == [(0.02, True), (0.02, True)]
+
+
+@pytest.mark.parametrize("gradient_scale", [1.0, 1e-4])
+def test_clipped_lars_steps_by_the_trust_share_of_the_weight_at_most_and_never_beyond_sgd(gradient_scale):
+    """solo-learn's clip_lr: the step is min(trust ||w|| / ||g||, lr) g, written out here."""
+    weight = nn.Parameter(torch.tensor([3.0, 4.0]))  # ||w|| = 5
+    gradient = torch.tensor([0.6, -0.8]) * gradient_scale
+    weight.grad = gradient.clone()
+    lr, trust = 0.4, 0.02
+    LARS([{"params": [weight]}], lr=lr, momentum=0.0, trust_coefficient=trust, clip=True).step()
+    expected_step = min(trust * 5.0 / gradient.norm().item(), lr) * gradient
+    assert torch.allclose(weight.detach(), torch.tensor([3.0, 4.0]) - expected_step)
+    # Large gradients: a step of exactly trust x ||w||; tiny ones: plain SGD's lr x g.
+    assert (gradient.norm() * lr > trust * 5.0) == (gradient_scale == 1.0)
 
 
 def test_a_resumed_budget_counts_the_time_already_spent():

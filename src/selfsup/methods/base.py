@@ -105,7 +105,8 @@ class Method(nn.Module):
     # The optimisation recipe used when the configuration leaves it open (train.* = null);
     # lr is per 256 samples and scaled linearly with the global batch; an optional "clip_grad"
     # is the gradient-norm clipping the method needs, an optional "batch_size" the samples
-    # per step and process (else 256), an optional "lars_trust" LARS's trust coefficient.
+    # per step and process (else 256), optional "lars_trust" and "lars_clip" LARS's trust
+    # coefficient and its cap.
     train_recipe: ClassVar[dict] = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "epochs": 100}
     # Options sized to the training data when left at 0 (MoCo's queue, SwAV's prototypes):
     # option -> its value for a given number of training samples.

@@ -188,7 +188,7 @@ class TextModality(Modality):
             method={"name": "word2vec"},
             backbone=dataclasses.replace(config.backbone, name=None, depth=None, heads=None),
             train=dataclasses.replace(config.train, epochs=5, budget=None, optimizer=None, lr=None, weight_decay=None, clip_grad=None,
-                                      lars_trust=None),
+                                      lars_trust=None, lars_clip=None),
         )}
 
     def baseline_key(self, config: Config, method: Method, train: TokenSet, test: TokenSet) -> dict[str, Any]:

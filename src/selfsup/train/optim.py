@@ -21,15 +21,22 @@ class LARS(torch.optim.Optimizer):
     Barlow Twins use it: for each parameter tensor w with gradient g,
 
         g <- g + weight_decay * w
-        g <- g * trust_coefficient * ||w|| / ||g||   (when both norms are positive)
+        t  = trust_coefficient * ||w|| / ||g||   (1 when either norm is 0)
+        g <- g * t
         v <- momentum * v + g ;  w <- w - lr * v
 
-    Groups with ``lars_exclude=True`` (biases and normalisation parameters) get neither
-    weight decay nor the trust ratio, as in the SimCLR and BYOL reference code.
+    so each step moves w by lr x trust_coefficient of its norm (before momentum). With
+    ``clip`` (solo-learn's ``clip_lr``, used with trust 0.02 in its small-batch recipes) t
+    becomes min(t / lr, 1): a step of trust_coefficient x ||w|| at most, and never more than
+    plain SGD at lr would take. Groups with ``lars_exclude=True`` (biases and normalisation
+    parameters) get neither weight decay nor the trust ratio, as in the SimCLR and BYOL
+    reference code.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = DEFAULT_LARS_TRUST):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars_exclude=False, fixed_lr=False)
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = DEFAULT_LARS_TRUST, clip: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, clip=clip,
+                        lars_exclude=False, fixed_lr=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -49,6 +56,8 @@ class LARS(torch.optim.Optimizer):
                     (param_norms > 0) & (grad_norms > 0), group["trust_coefficient"] * param_norms / grad_norms,
                     torch.ones_like(param_norms),
                 )
+                if group["clip"]:
+                    trust = (trust / group["lr"]).clamp(max=1.0) if group["lr"] > 0 else torch.ones_like(trust)
                 grads = [g.mul(t) for g, t in zip(grads, trust)]
             for param, weight, grad in zip(params, weights, grads):
                 state = self.state[param]
@@ -96,11 +105,11 @@ def parameter_groups(model: nn.Module, weight_decay: float, fixed_lr_modules: Se
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float,
                     fixed_lr_modules: Sequence[nn.Module] = (), fused: bool = False,
-                    lars_trust: float = DEFAULT_LARS_TRUST) -> torch.optim.Optimizer:
+                    lars_trust: float = DEFAULT_LARS_TRUST, lars_clip: bool = False) -> torch.optim.Optimizer:
     """``fused``: torch's single-kernel SGD and AdamW (CUDA); LARS has no fused form."""
     groups = parameter_groups(model, weight_decay, fixed_lr_modules)
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=lars_trust)
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=lars_trust, clip=lars_clip)
     for group in groups:
         group.pop("lars_exclude", None)
     if name == "sgd":

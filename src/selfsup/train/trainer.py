@@ -103,7 +103,7 @@ class Trainer:
         self.warmup_steps = round(train.warmup_epochs * self.steps_per_epoch)
         self.optimizer = build_optimizer(
             train.optimizer, self.method, self.lr, train.weight_decay, train.momentum, self.method.fixed_lr_modules(),
-            fused=self.device.type == "cuda", lars_trust=train.lars_trust,
+            fused=self.device.type == "cuda", lars_trust=train.lars_trust, lars_clip=train.lars_clip,
         )
         self.schedule = LearningRateSchedule(self.optimizer, self.lr, self.warmup_steps)
         self.budget = BudgetPlanner(
