@@ -21,6 +21,8 @@ def test_the_recipes_the_issue_names_are_shipped_and_load():
     assert seer.method["name"] == "swav" and seer.backbone.name == "regnety-256gf"
     assert seer.method["prototypes"] == 16000 and seer.method["sinkhorn_iterations"] == 10
     assert (seer.train.optimizer, seer.train.weight_decay, seer.train.strategy) == ("lars", 1e-5, "fsdp")
+    # VISSL's LARC, where SwAV's own recipe is solo-learn's small-batch LARS.
+    assert (seer.train.lars_trust, seer.train.lars_clip, seer.augment.recipe) == (0.001, False, "multicrop")
     assert seer.train.activation_checkpointing and seer.train.sync_batchnorm and seer.train.precision == "bf16"
     assert load_recipe("dino-vit-small").backbone.name == "vit-small"
 
