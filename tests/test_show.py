@@ -16,7 +16,7 @@ def test_show_draws_the_samples_and_their_views(tmp_path, capsys):
     assert height == 3 * (side + 12) + GAP
 
     views = tmp_path / "views.png"
-    assert main(["show", "digits", "--views", "--method", "dino", "--out", str(views), "augment.local_crops=3"]) == 0
+    assert main(["show", "digits", "--views", "--method", "dino", "--out", str(views), "augment.recipe=dino", "augment.local_crops=3"]) == 0
     assert "5 (dino)" in capsys.readouterr().out  # 2 global + 3 local crops
     width, height = Image.open(views).size
     assert width == 6 * side + 3 * GAP and height == 16 * side + GAP  # the image and 5 views, 16 rows

@@ -35,7 +35,7 @@ def digits_at_28():
 
 @pytest.mark.parametrize("overrides, sizes", [
     ([], (16, 24)),  # simclr: small-images, 16 of 28 px, read at 24
-    (["method.name=dino"], (28, 28)),  # DINO's recipe keeps whole global crops
+    (["method.name=dino", "augment.recipe=dino"], (28, 28)),  # DINO's multi-crop recipe keeps whole global crops
     (["augment.global_size=20"], (20, 28)),
     (["augment.eval_size=16"], (16, 16)),
 ])

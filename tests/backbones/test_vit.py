@@ -61,10 +61,11 @@ def test_crops_smaller_than_a_patch_are_one_clear_error_and_local_crops_hold_a_p
     from selfsup.cli import main
 
     # digits are 8 px: not one 16 px patch.
-    assert main(["pretrain", "--method", "dino", "--backbone", "vit-small", "--data", "digits", "--out", str(tmp_path / "a")]) == 2
+    assert main(["pretrain", "--method", "dino", "--backbone", "vit-small", "--data", "digits", "--out", str(tmp_path / "a"),
+                 "augment.recipe=dino"]) == 2
     assert "vit-small cuts 16 px patches, larger than the 8 px local crops" in capsys.readouterr().err
     config = config_module.apply_overrides(Config(), ["method.name=dino", "backbone.name=vit-tiny", "data.source=digits",
-                                                      "data.size=28"])
+                                                      "data.size=28", "augment.recipe=dino"])
     pretrain_set = load_splits("digits", None, 28, 0)[0]
     # 3/7 of 28 px would be 12 px, less than a patch: the local crops get 16 px.
     assert runs.resolve(config, pretrain_set).augment.local_size == 16
