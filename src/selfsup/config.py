@@ -123,6 +123,9 @@ class AugmentConfig:
 
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
+# The TrainConfig fields a method's recipe fills when left null (besides batch size and
+# length): a run that trains another method's recipe resets them.
+OPTIMISATION_RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "clip_grad", "lars_trust", "lars_clip")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("ddp", "fsdp")

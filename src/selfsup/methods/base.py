@@ -18,6 +18,11 @@ from selfsup.config import ConfigError, convert_value
 # whole training set in index order, yielding (views, dataset indices) augmented from a fixed seed.
 TrainingViews = Callable[[], Iterator[tuple[list[torch.Tensor], torch.Tensor]]]
 
+# solo-learn's LARS for small batches (eta_lars 0.02 with clip_lr), where the SimCLR and BYOL
+# reference (trust 0.001, no cap) barely moves the weights at batch 256 (BENCHMARKS.md
+# "SimCLR with solo-learn's LARS").
+SMALL_BATCH_LARS = {"lars_trust": 0.02, "lars_clip": True}
+
 #: Every method class by its command-line name; a subclass of :class:`Method` that sets
 #: ``name`` adds itself (see :meth:`Method.__init_subclass__`).
 METHODS: dict[str, type[Method]] = {}
@@ -106,7 +111,7 @@ class Method(nn.Module):
     # lr is per 256 samples and scaled linearly with the global batch; an optional "clip_grad"
     # is the gradient-norm clipping the method needs, an optional "batch_size" the samples
     # per step and process (else 256), optional "lars_trust" and "lars_clip" LARS's trust
-    # coefficient and its cap.
+    # coefficient and its cap (SMALL_BATCH_LARS).
     train_recipe: ClassVar[dict] = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "epochs": 100}
     # Options sized to the training data when left at 0 (MoCo's queue, SwAV's prototypes):
     # option -> its value for a given number of training samples.

@@ -9,6 +9,7 @@ from selfsup import distributed
 from selfsup.heads import ProjectionHead, fit_prototypes
 from selfsup.losses import deepcluster
 from selfsup.methods.base import (
+    SMALL_BATCH_LARS,
     Batch,
     Method,
     StepInfo,
@@ -78,7 +79,7 @@ class DeepClusterV2(Method):
 
     name = "deepcluster-v2"
     summary = "clustering: k-means pseudo-labels over a memory bank each epoch (Caron et al. 2020)"
-    train_recipe = {"optimizer": "lars", "lr": 0.6, "weight_decay": 1e-6, "epochs": 100, "lars_trust": 0.02, "lars_clip": True}
+    train_recipe = {"optimizer": "lars", "lr": 0.6, "weight_decay": 1e-6, "epochs": 100, **SMALL_BATCH_LARS}
     has_prototypes = True
     data_sized_options = {"prototypes": fit_prototypes}
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from selfsup.heads import DINO_OUTPUTS, DINOHead, fit_dino_outputs
 from selfsup.losses import dino, dino_center
-from selfsup.methods.base import Batch, Method, StepInfo, StepOutput, project_by_size
+from selfsup.methods.base import SMALL_BATCH_LARS, Batch, Method, StepInfo, StepOutput, project_by_size
 from selfsup.methods.momentum import MomentumEncoder
 from selfsup.schedules import cosine_increase, linear_increase
 
@@ -48,7 +48,7 @@ class DINO(Method):
     name = "dino"
     summary = "self-distillation: student matches a centred, sharpened EMA teacher (Caron et al. 2021)"
     train_recipe = {"optimizer": "lars", "lr": 0.2, "weight_decay": 1e-4, "epochs": 100, "clip_grad": 3.0,
-                    "lars_trust": 0.02, "lars_clip": True}
+                    **SMALL_BATCH_LARS}
     has_prototypes = True
     data_sized_options = {"output_dim": fit_dino_outputs}
 

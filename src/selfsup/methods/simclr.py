@@ -7,7 +7,7 @@ from torch import nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import info_nce
-from selfsup.methods.base import TwoViewMethod
+from selfsup.methods.base import SMALL_BATCH_LARS, TwoViewMethod
 
 
 class SimCLR(TwoViewMethod):
@@ -33,7 +33,7 @@ class SimCLR(TwoViewMethod):
 
     name = "simclr"
     summary = "contrastive: NT-Xent over two views, in-batch negatives (Chen et al. 2020)"
-    train_recipe = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-5, "epochs": 100, "lars_trust": 0.02, "lars_clip": True}
+    train_recipe = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-5, "epochs": 100, **SMALL_BATCH_LARS}
 
     def __init__(self, backbone: nn.Module, backbone_dim: int, projection_dim: int = 256, hidden_dim: int = 2048,
                  temperature: float = 0.5):

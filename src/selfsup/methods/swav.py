@@ -7,7 +7,7 @@ from torch import nn
 
 from selfsup.heads import SWAV_PROTOTYPES, ProjectionHead, Prototypes, fit_prototypes
 from selfsup.losses import sinkhorn, swav_multicrop
-from selfsup.methods.base import Batch, Method, StepInfo, StepOutput, project_by_size
+from selfsup.methods.base import SMALL_BATCH_LARS, Batch, Method, StepInfo, StepOutput, project_by_size
 from selfsup.methods.memory import RingBuffer
 
 
@@ -45,7 +45,7 @@ class SwAV(Method):
 
     name = "swav"
     summary = "clustering: swapped prediction of Sinkhorn codes over prototypes (Caron et al. 2020)"
-    train_recipe = {"optimizer": "lars", "lr": 0.6, "weight_decay": 1e-6, "epochs": 100, "lars_trust": 0.02, "lars_clip": True}
+    train_recipe = {"optimizer": "lars", "lr": 0.6, "weight_decay": 1e-6, "epochs": 100, **SMALL_BATCH_LARS}
     has_prototypes = True
     data_sized_options = {"prototypes": fit_prototypes}
 

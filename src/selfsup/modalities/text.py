@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from selfsup.augment.masking import TokenViews
 from selfsup.backbones.text import StaticEmbedding, TransformerEncoder
-from selfsup.config import Config, ConfigError
+from selfsup.config import OPTIMISATION_RECIPE_FIELDS, Config, ConfigError
 from selfsup.data import labelled_subset
 from selfsup.data.text import load_corpus, split_corpus
 from selfsup.data.tokenizer import (
@@ -187,8 +187,7 @@ class TextModality(Modality):
             config,
             method={"name": "word2vec"},
             backbone=dataclasses.replace(config.backbone, name=None, depth=None, heads=None),
-            train=dataclasses.replace(config.train, epochs=5, budget=None, optimizer=None, lr=None, weight_decay=None, clip_grad=None,
-                                      lars_trust=None, lars_clip=None),
+            train=dataclasses.replace(config.train, epochs=5, budget=None, **dict.fromkeys(OPTIMISATION_RECIPE_FIELDS)),
         )}
 
     def baseline_key(self, config: Config, method: Method, train: TokenSet, test: TokenSet) -> dict[str, Any]:
